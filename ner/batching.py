@@ -1,0 +1,143 @@
+"""Sentences -> tensors: a per-corpus table of distinct word forms, and length-bucketed batches.
+
+Each distinct form (cased string) is looked up once: its word id, casing class and characters live in a form
+table, and a sentence is just a list of form ids. A batch then gathers rows of that table, and the character
+encoder runs once per distinct form in the batch rather than once per token.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from ner.vocab import Vocab, casing, word_id
+
+MAX_WORD_CHARS = 40  # longer tokens (URLs, hashes) are cut for the character encoder only
+
+
+@dataclass
+class Featurizer:
+    """The vocabularies a model was trained with, and the encoding of tokens and tags through them."""
+
+    words: Vocab
+    chars: Vocab
+    labels: Vocab  # tags in the training scheme; no padding entry: id 0 is "O"
+    trainable_words: int = 0  # words[:trainable_words] are fine-tuned, the rest (vectors only) frozen; 0 = all
+
+    def encode(self, sentences: list[list[str]], tags: list[list[str]] | None = None) -> Encoded:
+        table: dict[str, int] = {"": 0}
+        form_ids = [[table.setdefault(tok, len(table)) for tok in sent] for sent in sentences]
+        forms = list(table)
+        chars = torch.zeros(len(forms), max(1, min(MAX_WORD_CHARS, max(map(len, forms)))), dtype=torch.long)
+        for i, form in enumerate(forms[1:], start=1):
+            ids = [self.chars.get(c) for c in form[:MAX_WORD_CHARS]]
+            chars[i, : len(ids)] = torch.tensor(ids)
+        tag_ids = None
+        if tags is not None:
+            tag_ids = [[self.labels.stoi.get(t, 0) for t in seq] for seq in tags]
+        return Encoded(
+            forms=form_ids,
+            form_word=torch.tensor([0] + [word_id(self.words, f) for f in forms[1:]]),
+            form_case=torch.tensor([0] + [casing(f) for f in forms[1:]]),
+            form_chars=chars,
+            form_len=(chars > 0).sum(1),
+            tags=tag_ids,
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "words": self.words.itos,
+            "chars": self.chars.itos,
+            "labels": self.labels.itos,
+            "trainable_words": self.trainable_words,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Featurizer:
+        return cls(Vocab(data["words"]), Vocab(data["chars"]), Vocab(data["labels"]), data["trainable_words"])
+
+
+@dataclass
+class Encoded:
+    """One list of sentences as form ids plus the form table they index."""
+
+    forms: list[list[int]]
+    form_word: torch.Tensor  # (F,)
+    form_case: torch.Tensor  # (F,)
+    form_chars: torch.Tensor  # (F, L)
+    form_len: torch.Tensor  # (F,)
+    tags: list[list[int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.forms)
+
+    def batch(self, index: list[int]) -> Batch:
+        lengths = torch.tensor([len(self.forms[i]) for i in index])
+        forms = torch.zeros(len(index), int(lengths.max()), dtype=torch.long)
+        for row, i in enumerate(index):
+            forms[row, : lengths[row]] = torch.tensor(self.forms[i])
+        uniq, inverse = torch.unique(forms, return_inverse=True)
+        tags = None
+        if self.tags is not None:
+            tags = torch.zeros_like(forms)
+            for row, i in enumerate(index):
+                tags[row, : lengths[row]] = torch.tensor(self.tags[i])
+        return Batch(
+            words=self.form_word[forms],
+            cases=self.form_case[forms],
+            chars=self.form_chars[uniq][:, : max(1, int(self.form_len[uniq].max()))],
+            char_index=inverse,
+            lengths=lengths,
+            mask=forms > 0,
+            tags=tags,
+            index=index,
+        )
+
+
+@dataclass
+class Batch:
+    words: torch.Tensor  # (B, T) word ids
+    cases: torch.Tensor  # (B, T) casing ids
+    chars: torch.Tensor  # (U, L) characters of the U distinct forms in the batch
+    char_index: torch.Tensor  # (B, T) row of `chars` for each token
+    lengths: torch.Tensor  # (B,)
+    mask: torch.Tensor  # (B, T) true on real tokens
+    tags: torch.Tensor | None  # (B, T) gold tag ids
+    index: list[int]  # positions of these sentences in the Encoded
+
+    def to(self, device: torch.device) -> Batch:
+        move = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor) and k != "lengths"}
+        return Batch(**{**vars(self), **move})
+
+
+def bucketed(
+    lengths: list[int], batch_size: int, rng: random.Random | None = None, max_tokens: int = 0
+) -> list[list[int]]:
+    """Batches of sentence indices with near-equal lengths: little padding, often none, so rarely any packing.
+
+    With `rng` (training) ties are broken at random and the batch order is shuffled; without it (inference) the
+    order is longest first. `max_tokens` caps batch_size x longest length, so one very long sentence cannot
+    blow up memory.
+    """
+    if rng is not None:
+        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    else:
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        longest_if = max(longest, lengths[i])
+        too_many = max_tokens and current and longest_if * (len(current) + 1) > max_tokens
+        if len(current) == batch_size or too_many:
+            batches.append(current)
+            current, longest_if = [], lengths[i]
+        current.append(i)
+        longest = longest_if
+    if current:
+        batches.append(current)
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches

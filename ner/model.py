@@ -1,0 +1,184 @@
+"""The tagger: word + casing + character features -> recurrent encoder -> emissions -> CRF or softmax head.
+
+One class, in the spirit of Flair's SequenceTagger: its constructor arguments (a `ModelConfig`, the vocabularies
+and the labels) are saved beside the weights, so `load(folder)` rebuilds it without pickle or the training code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ner.batching import Batch, Featurizer
+from ner.crf import CRF, allowed_transitions
+from ner.vocab import CASINGS
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+@dataclass
+class ModelConfig:
+    cell: str = "lstm"  # recurrent cell: lstm | gru | rnn
+    bidirectional: bool = True
+    num_layers: int = 1
+    hidden_size: int = 200  # per direction
+    head: str = "crf"  # crf | softmax
+    word_dim: int = 100  # used when no pretrained vectors are given (else the vectors' size)
+    case_dim: int = 10  # casing feature size; 0 disables it
+    char_encoder: str = "cnn"  # cnn (Ma & Hovy 2016) | lstm (Lample et al. 2016) | none
+    char_dim: int = 30  # character embedding size
+    char_hidden: int = 30  # CNN filters, or LSTM hidden size per direction
+    char_kernel: int = 3  # CNN window
+    dropout: float = 0.5  # on the embeddings and the encoder output (and between layers)
+    word_dropout: float = 0.0  # training only: probability of replacing a word id by <unk>
+
+    def __post_init__(self) -> None:
+        checks = {
+            "cell": (self.cell, CELLS),
+            "head": (self.head, ("crf", "softmax")),
+            "char_encoder": (self.char_encoder, ("cnn", "lstm", "none")),
+        }
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"model.{key}={value!r} is not one of {', '.join(allowed)}")
+        if self.num_layers < 1 or self.hidden_size < 1:
+            raise ValueError("model.num_layers and model.hidden_size must be >= 1")
+
+
+class CharCNN(nn.Module):
+    """Characters -> one vector per word: convolution then max over positions (Ma & Hovy 2016)."""
+
+    def __init__(self, num_chars: int, dim: int, filters: int, kernel: int):
+        super().__init__()
+        self.embed = nn.Embedding(num_chars, dim, padding_idx=0)
+        self.conv = nn.Conv1d(dim, filters, kernel, padding=kernel // 2)
+
+    def forward(self, chars: torch.Tensor) -> torch.Tensor:
+        x = self.conv(self.embed(chars).transpose(1, 2))  # (U, filters, L)
+        x = x.masked_fill((chars == 0).unsqueeze(1), -1e4).max(dim=2).values  # (U, filters)
+        return x.masked_fill((chars[:, :1] == 0), 0.0)  # the padding form has no characters: zeros
+
+
+class CharLSTM(nn.Module):
+    """Characters -> final states of a BiLSTM (Lample et al. 2016)."""
+
+    def __init__(self, num_chars: int, dim: int, hidden: int):
+        super().__init__()
+        self.embed = nn.Embedding(num_chars, dim, padding_idx=0)
+        self.lstm = nn.LSTM(dim, hidden, batch_first=True, bidirectional=True)
+
+    def forward(self, chars: torch.Tensor) -> torch.Tensor:
+        lengths = (chars > 0).sum(1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(self.embed(chars), lengths, batch_first=True, enforce_sorted=False)
+        _, (h, _) = self.lstm(packed)  # h: (2, U, hidden)
+        return torch.cat([h[0], h[1]], dim=1)
+
+
+class Tagger(nn.Module):
+    def __init__(self, cfg: ModelConfig, featurizer: Featurizer, scheme: str, embeddings: np.ndarray | None = None):
+        super().__init__()
+        self.cfg, self.featurizer, self.scheme = cfg, featurizer, scheme
+        word_dim = embeddings.shape[1] if embeddings is not None else cfg.word_dim
+        trainable = featurizer.trainable_words or len(featurizer.words)
+        self.word_embed = nn.Embedding(trainable, word_dim, padding_idx=0)
+        # vectors-only words: frozen, but saved with the weights (a persistent buffer)
+        self.register_buffer("frozen_words", torch.zeros(len(featurizer.words) - trainable, word_dim))
+        if embeddings is not None:
+            self.word_embed.weight.data.copy_(torch.from_numpy(embeddings[:trainable]))
+            self.frozen_words.copy_(torch.from_numpy(embeddings[trainable:]))
+        self.case_embed = nn.Embedding(len(CASINGS), cfg.case_dim, padding_idx=0) if cfg.case_dim else None
+        self.char_encoder, char_out = self._char_encoder(cfg, len(featurizer.chars))
+        self.embed_drop = nn.Dropout(cfg.dropout)
+        self.rnn = CELLS[cfg.cell](
+            word_dim + cfg.case_dim + char_out,
+            cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            batch_first=True,
+            bidirectional=cfg.bidirectional,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
+        self.out_drop = nn.Dropout(cfg.dropout)
+        labels = featurizer.labels.itos
+        self.proj = nn.Linear(cfg.hidden_size * (2 if cfg.bidirectional else 1), len(labels))
+        self.crf = CRF(len(labels), allowed_transitions(scheme, labels)) if cfg.head == "crf" else None
+
+    @staticmethod
+    def _char_encoder(cfg: ModelConfig, num_chars: int) -> tuple[nn.Module | None, int]:
+        if cfg.char_encoder == "cnn":
+            return CharCNN(num_chars, cfg.char_dim, cfg.char_hidden, cfg.char_kernel), cfg.char_hidden
+        if cfg.char_encoder == "lstm":
+            return CharLSTM(num_chars, cfg.char_dim, cfg.char_hidden), 2 * cfg.char_hidden
+        return None, 0
+
+    def lookup_words(self, words: torch.Tensor) -> torch.Tensor:
+        """Word vectors (B, T, word_dim): trainable rows first, frozen vectors-only rows after them."""
+        trainable = self.word_embed.num_embeddings
+        if not len(self.frozen_words):
+            return self.word_embed(words)
+        frozen = words >= trainable
+        vecs = self.word_embed(words.masked_fill(frozen, 0))
+        return torch.where(frozen.unsqueeze(2), self.frozen_words[(words - trainable).clamp(min=0)], vecs)
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """Token features (B, T, D): word vector, casing vector and character vector side by side."""
+        words = batch.words
+        if self.training and self.cfg.word_dropout:
+            drop = torch.rand(words.shape, device=words.device) < self.cfg.word_dropout
+            words = words.masked_fill(drop & batch.mask, 1)
+        parts = [self.lookup_words(words)]
+        if self.case_embed is not None:
+            parts.append(self.case_embed(batch.cases))
+        if self.char_encoder is not None:
+            parts.append(self.char_encoder(batch.chars)[batch.char_index])  # (B, T, char_out)
+        return torch.cat(parts, dim=2)
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Recurrent encoder over (B, T, D); packs only when lengths differ, since bucketing often makes them equal."""
+        if bool((lengths == lengths[0]).all()):
+            return self.rnn(x)[0]
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=x.size(1))[0]
+
+    def emissions(self, batch: Batch, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Tag scores (B, T, K). `features` lets a caller pass embeddings it wants gradients for."""
+        x = self.embed_drop(self.embed(batch) if features is None else features)
+        return self.proj(self.out_drop(self.encode(x, batch.lengths)))
+
+    def loss(self, batch: Batch, emissions: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean negative log-likelihood per sentence (CRF) or per-token cross-entropy summed per sentence."""
+        emissions = self.emissions(batch) if emissions is None else emissions
+        if self.crf is not None:
+            return self.crf.nll(emissions, batch.tags, batch.mask).mean()
+        ce = nn.functional.cross_entropy(emissions.transpose(1, 2), batch.tags, reduction="none")  # (B, T)
+        return (ce * batch.mask).sum() / batch.mask.size(0)
+
+    @torch.inference_mode()
+    def decode(self, batch: Batch) -> list[list[int]]:
+        """Best tag ids per sentence, unpadded."""
+        emissions = self.emissions(batch)
+        best = self.crf.decode(emissions, batch.mask) if self.crf is not None else emissions.argmax(2)
+        return [row[:n] for row, n in zip(best.tolist(), batch.lengths.tolist(), strict=True)]
+
+    def save(self, folder: str | Path) -> None:
+        """weights.pt (a plain state_dict) + tagger.json (config, scheme, vocabularies): no pickle anywhere."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), folder / "weights.pt")
+        meta = {"format": 1, "model": asdict(self.cfg), "scheme": self.scheme, "vocab": self.featurizer.to_json()}
+        (folder / "tagger.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> Tagger:
+        """Rebuild a saved tagger; weights are read with weights_only=True, so a pickled object is refused."""
+        folder = Path(folder)
+        meta = json.loads((folder / "tagger.json").read_text())
+        model = cls(ModelConfig(**meta["model"]), Featurizer.from_json(meta["vocab"]), meta["scheme"])
+        state = torch.load(folder / "weights.pt", map_location=device, weights_only=True)
+        model.load_state_dict(state)
+        return model.to(device).eval()

@@ -1,0 +1,54 @@
+import pytest
+
+from ner.conll import DataError, read_conll
+
+
+def write(tmp_path, content: bytes, name="train.txt"):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+def test_reads_tokens_and_tags_and_drops_docstart(tiny_dir):
+    sents = read_conll(tiny_dir / "train.txt")
+    assert sents[0].tokens[0] != "-DOCSTART-"
+    assert all(len(s.tokens) == len(s.tags) for s in sents)
+    assert len(sents) == 61
+
+
+def test_crlf_bom_tabs_and_missing_final_newline_are_tolerated(tmp_path):
+    path = write(tmp_path, b"\xef\xbb\xbfEU\tB-ORG\r\nrejects   O\r\n\r\nPeter\tB-PER")
+    sents = read_conll(path)
+    assert [s.tokens for s in sents] == [["EU", "rejects"], ["Peter"]]
+    assert [s.tags for s in sents] == [["B-ORG", "O"], ["B-PER"]]
+
+
+def test_wrong_column_count_names_file_and_line(tmp_path):
+    path = write(tmp_path, b"EU NNP B-ORG\nrejects VBZ O\nGerman B-MISC\n")
+    with pytest.raises(DataError, match=r"train.txt:3: expected 3 columns"):
+        read_conll(path)
+
+
+def test_malformed_tag_names_file_and_line(tmp_path):
+    path = write(tmp_path, b"EU B-ORG\n\nrejects PER\n")
+    with pytest.raises(DataError, match=r"train.txt:3: tag 'PER'"):
+        read_conll(path)
+
+
+def test_non_utf8_byte_names_file_and_line(tmp_path):
+    path = write(tmp_path, b"EU B-ORG\ncaf\xe9 O\n")
+    with pytest.raises(DataError, match=r"train.txt:2: byte 0xe9"):
+        read_conll(path)
+
+
+def test_single_column_file_is_refused(tmp_path):
+    path = write(tmp_path, b"EU\nrejects\n")
+    with pytest.raises(DataError, match="train.txt:1: expected a token and a tag column"):
+        read_conll(path)
+
+
+def test_tag_column_can_be_chosen(tmp_path):
+    path = write(tmp_path, b"EU B-ORG NNP\n")
+    assert read_conll(path, tag_column=1)[0].tags == ["B-ORG"]
+    with pytest.raises(DataError, match="tag 'NNP'"):
+        read_conll(path)

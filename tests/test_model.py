@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from ner import schemes
+from ner.batching import Featurizer, bucketed
+from ner.model import ModelConfig, Tagger
+from ner.vocab import Vocab, casing
+
+SENTS = [["EU", "rejects", "German", "call"], ["Peter", "Blackburn"], ["BRUSSELS", "1996-08-22"], ["Hi"]]
+TAGS = [["S-ORG", "O", "S-MISC", "O"], ["B-PER", "E-PER"], ["S-LOC", "O"], ["O"]]
+
+
+def make(**overrides) -> Tagger:
+    torch.manual_seed(0)
+    labels = Vocab(schemes.labels_for(["LOC", "MISC", "ORG", "PER"], "bioes"))
+    words = Vocab.build(w.lower() for s in SENTS for w in s)
+    feat = Featurizer(words, Vocab.build(c for s in SENTS for w in s for c in w), labels)
+    cfg = ModelConfig(hidden_size=8, char_hidden=4, char_dim=4, word_dim=6, **overrides)
+    return Tagger(cfg, feat, "bioes")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("char_encoder", ["cnn", "lstm", "none"])
+def test_emissions_have_one_score_per_token_and_label(cell, bidirectional, char_encoder):
+    model = make(cell=cell, bidirectional=bidirectional, char_encoder=char_encoder)
+    enc = model.featurizer.encode(SENTS, TAGS)
+    batch = enc.batch([0, 1, 2, 3])
+    assert model.emissions(batch).shape == (4, 4, len(model.featurizer.labels))
+    assert torch.isfinite(model.loss(batch))
+
+
+@pytest.mark.parametrize("head", ["crf", "softmax"])
+def test_padding_does_not_change_a_sentence_s_tags_or_loss(head):
+    model = make(head=head).eval()
+    enc = model.featurizer.encode(SENTS, TAGS)
+    together = model.decode(enc.batch([0, 1, 2, 3]))
+    alone = [model.decode(enc.batch([i]))[0] for i in range(4)]
+    assert together == alone
+    with torch.no_grad():
+        batch_loss = model.loss(enc.batch([0, 1])) * 2
+        single = model.loss(enc.batch([0])) + model.loss(enc.batch([1]))
+    assert torch.allclose(batch_loss, single, atol=1e-4)
+
+
+def test_decoded_tags_stay_in_the_label_set_and_are_valid_bioes():
+    model = make()
+    enc = model.featurizer.encode(SENTS, TAGS)
+    for seq in model.decode(enc.batch([0, 1, 2, 3])):
+        tags = [model.featurizer.labels.itos[i] for i in seq]
+        assert schemes.is_valid(tags, "bioes")
+
+
+def test_save_and_load_give_identical_predictions(tmp_path):
+    model = make().eval()
+    model.save(tmp_path / "m")
+    loaded = Tagger.load(tmp_path / "m")
+    enc = model.featurizer.encode(SENTS)
+    assert loaded.decode(enc.batch([0, 1, 2])) == model.decode(enc.batch([0, 1, 2]))
+
+
+def test_a_checkpoint_carrying_a_pickled_object_is_refused(tmp_path):
+    make().save(tmp_path / "m")
+    torch.save({"evil": Exception("pickled object")}, tmp_path / "m" / "weights.pt")
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        Tagger.load(tmp_path / "m")
+
+
+def test_bad_model_config_names_the_key():
+    with pytest.raises(ValueError, match="model.cell='transformer'"):
+        ModelConfig(cell="transformer")
+
+
+def test_casing_classes():
+    assert [casing(w) for w in ["1996", "12.5%", "the", "EU", "Peter", "mRNA1", "-"]] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_buckets_cover_every_sentence_once_and_respect_the_token_cap():
+    lengths = [5, 1, 9, 9, 3, 200, 2, 9]
+    batches = bucketed(lengths, batch_size=3, max_tokens=30)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) <= 3 and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 30) for b in batches)

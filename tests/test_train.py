@@ -1,0 +1,99 @@
+"""End to end on the tiny corpus: the real config tree, a real MLflow store in tmp_path, a real pyfunc load."""
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from tests.conftest import compose_train
+
+
+def test_contract_overrides_reach_the_config(tmp_path):
+    cfg = compose_train(
+        tmp_path,
+        "model.cell=gru",
+        "model.bidirectional=false",
+        "model.head=softmax",
+        "trainer.max_epochs=3",
+        "seed=7",
+        "tracking.experiment=x",
+    )
+    assert (cfg.model.cell, cfg.model.bidirectional, cfg.model.head) == ("gru", False, "softmax")
+    assert (cfg.trainer.max_epochs, cfg.seed, cfg.tracking.experiment) == (3, 7, "x")
+    assert cfg.data.path.endswith("tiny")
+
+
+def test_presets_compose(tmp_path):
+    for preset in ("lample2016", "ma_hovy2016"):
+        from hydra import compose, initialize_config_dir
+
+        from tests.conftest import ROOT
+
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"experiment={preset}"])
+        assert cfg.tracking.experiment == preset
+
+
+def test_a_run_logs_config_metrics_artifacts_and_model(trained_run):
+    run_id, uri, final = trained_run
+    run = mlflow.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.cell"] == "lstm" and run.data.params["trainer.max_epochs"] == "25"
+    for key in ("test_f1", "test_f1_strict", "test_precision", "test_recall", "dev_f1", "test_f1_PER"):
+        assert key in run.data.metrics
+    history = mlflow.MlflowClient().get_metric_history(run_id, "dev_f1")
+    assert [m.step for m in history] == list(range(1, len(history) + 1))
+    assert {"train_loss", "tokens_per_s", "dev_precision", "dev_recall"} <= set(run.data.metrics)
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    assert {
+        "config.yaml",
+        "data_report.json",
+        "test_predictions.conll",
+        "test_classification_report.txt",
+        "test_confusion.png",
+    } <= names
+    assert run.data.tags["mlflow.runName"] == "bilstm-crf-s1"
+    assert run.data.tags["dataset_fingerprint"]
+    # the tiny corpus is learnable: a loose floor, not an expected value
+    assert final["test_f1"] > 50
+
+
+def test_logged_model_loads_in_a_fresh_process_and_tags_text(trained_run):
+    run_id, uri, _ = trained_run
+    code = f"""
+import json, mlflow
+mlflow.set_tracking_uri({uri!r})
+m = mlflow.pyfunc.load_model("runs:/{run_id}/model")
+out = m.predict({{"text": ["Angela Merkel visited Paris on Monday ."]}})
+tok = m.predict([{{"tokens": ["Peter", "visited", "Bonn", "."]}}])
+print(json.dumps([out, tok]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out, tok = json.loads(proc.stdout.strip().splitlines()[-1])
+    text = "Angela Merkel visited Paris on Monday ."
+    assert out[0]["tokens"][:2] == ["Angela", "Merkel"]
+    for ent in out[0]["entities"]:
+        assert text[ent["start"] : ent["end"]] == ent["text"]
+    assert len(tok[0]["tags"]) == 4
+
+
+def test_registered_model_gets_a_version(trained_run):
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions("name='tiny-ner'")
+    assert versions and versions[0].run_id == trained_run[0]
+
+
+def test_a_failing_run_is_marked_failed(tmp_path):
+    from ner.train import train
+
+    cfg = compose_train(tmp_path, "trainer.lr=nan", "tracking.experiment=fails")
+    with pytest.raises(FloatingPointError):
+        train(cfg)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("fails")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FAILED"
+    assert json.loads(json.dumps(run.data.params))["trainer.lr"] == "nan"
