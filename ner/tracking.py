@@ -7,9 +7,11 @@ every run, whatever Hydra does with working directories, and the old file store'
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
 import ner
+from ner import checkpoint
 
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "mlflow"]
 
@@ -43,24 +46,50 @@ def connect(cfg: TrackingConfig) -> str:
     """Point MLflow at the store and the experiment; returns the experiment id."""
     artifact_root = None
     if cfg.uri:
-        mlflow.set_tracking_uri(cfg.uri)
+        check_reachable(cfg.uri)
+        uri = cfg.uri
     else:
         uri, artifact_root = default_store()
-        mlflow.set_tracking_uri(uri)
-    exp = mlflow.get_experiment_by_name(cfg.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    location = f"{artifact_root}/{cfg.experiment}" if artifact_root else None
-    return mlflow.create_experiment(cfg.experiment, artifact_location=location)
+    mlflow.set_tracking_uri(uri)
+    with _sqlite_init_lock(uri):
+        exp = mlflow.get_experiment_by_name(cfg.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        location = f"{artifact_root}/{cfg.experiment}" if artifact_root else None
+        return mlflow.create_experiment(cfg.experiment, artifact_location=location)
 
 
 @contextlib.contextmanager
-def run(cfg: TrackingConfig, run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C / SIGTERM), never RUNNING."""
+def _sqlite_init_lock(uri: str) -> Iterator[None]:
+    """Serialise the first touch of a SQLite store: two runs creating its tables at once corrupt the migration."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri[len("sqlite:///") :]).with_suffix(".init.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def run(
+    cfg: TrackingConfig, run_name: str, tags: dict[str, str], run_id: str | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C / SIGTERM), never RUNNING.
+
+    With `run_id`, that run is reopened (resuming after a crash), so its metrics continue in place.
+    """
     experiment_id = connect(cfg)
-    active = mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name, tags=tags, nested=mlflow.active_run() is not None
-    )
+    nested = mlflow.active_run() is not None
+    if run_id is not None:
+        active = mlflow.start_run(run_id=run_id, nested=nested)
+        mlflow.set_tag("resumed", "true")
+    else:
+        active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags, nested=nested)
     try:
         yield active
     except KeyboardInterrupt:
@@ -127,3 +156,62 @@ def log_model(tagger_dir: str | Path, register_as: str | None = None):
             pip_requirements=PIP_REQUIREMENTS,
             registered_model_name=register_as,
         )
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message says which URI and what to do."""
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when an HTTP tracking server is down (MLflow itself retries for long)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+            resp.read()
+    except (OSError, ValueError) as err:
+        raise TrackingError(
+            f"tracking.uri={uri} is not reachable ({err}); start the server or pass another tracking.uri"
+        ) from None
+
+
+def find_resumable(cfg: TrackingConfig, resume: str | None, checkpoint_root: str | None) -> str | None:
+    """The run id to continue: `resume` itself, or for "last" the newest run of the experiment with a checkpoint."""
+    if not resume:
+        return None
+    connect(cfg)
+    if resume != "last":
+        if not checkpoint.folder(checkpoint_root, resume).joinpath("last.pt").is_file():
+            raise TrackingError(
+                f"trainer.resume={resume}: no checkpoint at {checkpoint.folder(checkpoint_root, resume)}"
+            )
+        return resume
+    exp = mlflow.get_experiment_by_name(cfg.experiment)
+    runs = mlflow.search_runs([exp.experiment_id], order_by=["start_time DESC"], output_format="list")
+    for r in runs:
+        if checkpoint.folder(checkpoint_root, r.info.run_id).joinpath("last.pt").is_file():
+            return r.info.run_id
+    raise TrackingError(f"trainer.resume=last: no run of experiment {cfg.experiment!r} has a checkpoint to resume")
+
+
+class MetricLog:
+    """Per-epoch metrics that survive a tracking store going away mid-run: buffered, retried, never fatal."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[dict[str, float], int]] = []
+        self.warned = False
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        self.pending.append((values, step))
+        self.flush()
+
+    def flush(self) -> None:
+        try:
+            while self.pending:
+                values, step = self.pending[0]
+                mlflow.log_metrics(values, step=step)
+                self.pending.pop(0)
+        except Exception as err:  # noqa: BLE001 - any store failure must not stop training
+            if not self.warned:
+                print(f"warning: tracking store unavailable ({err}); metrics are kept and retried", flush=True)
+                self.warned = True

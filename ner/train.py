@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import hydra
@@ -13,8 +16,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ner import metrics, report, schemes, tracking
+from ner import checkpoint, metrics, report, schemes, tracking
 from ner.batching import Featurizer
+from ner.conll import DataError
 from ner.data import DataConfig, load_corpus, tag_strings
 from ner.model import ModelConfig, Tagger
 from ner.predict import predict_tags
@@ -74,11 +78,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "git_commit": tracking.git_commit(),
         "dataset_fingerprint": data_report.get("fingerprint", ""),
     }
-    with tracking.run(tracking_cfg, name, tags) as active:
-        _log_setup(cfg, corpus, data_report)
-        print(f"MLflow run {active.info.run_id} ({name}) in {mlflow.get_tracking_uri()}", flush=True)
+    resume_id = tracking.find_resumable(tracking_cfg, trainer_cfg.resume, trainer_cfg.checkpoint_dir)
+    with tracking.run(tracking_cfg, name, tags, run_id=resume_id) as active:
+        run_id = active.info.run_id
+        if resume_id is None:
+            _log_setup(cfg, corpus, data_report)
+        print(f"MLflow run {run_id} ({name}) in {mlflow.get_tracking_uri()}", flush=True)
+        ckpt = checkpoint.folder(trainer_cfg.checkpoint_dir, run_id) / "last.pt"
+        mlflow.set_tag("checkpoint", str(ckpt))
         dev_split = "validation" if "validation" in corpus else "train"
-        result = fit(model, enc["train"], enc[dev_split], gold[dev_split], trainer_cfg, cfg.seed, on_epoch=_log_epoch)
+        metric_log = tracking.MetricLog()
+        result = fit(
+            model,
+            enc["train"],
+            enc[dev_split],
+            gold[dev_split],
+            trainer_cfg,
+            cfg.seed,
+            on_epoch=lambda res: metric_log.log(_epoch_metrics(res), res.epoch),
+            checkpoint_path=ckpt,
+            should_stop=STOP.is_set,
+        )
+        metric_log.flush()
         final = _evaluate(model, corpus, enc, gold, trainer_cfg)
         final.update(
             {"best_epoch": result.best_epoch, "epochs": len(result.history), "train_minutes": result.seconds / 60}
@@ -90,7 +111,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             with tempfile.TemporaryDirectory() as tmp:
                 model.save(Path(tmp) / "tagger")
                 tracking.log_model(Path(tmp) / "tagger", tracking_cfg.register_as)
-        final["run_id"] = active.info.run_id
+        final["run_id"] = run_id
+    if not trainer_cfg.keep_checkpoint:
+        ckpt.unlink(missing_ok=True)
     return final
 
 
@@ -100,7 +123,7 @@ def _log_setup(cfg: DictConfig, corpus, data_report: dict) -> None:
     tracking.log_texts(
         {
             "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
-            "data_report.json": __import__("json").dumps(data_report, indent=2),
+            "data_report.json": json.dumps(data_report, indent=2),
         }
     )
     try:
@@ -129,17 +152,14 @@ def _log_setup(cfg: DictConfig, corpus, data_report: dict) -> None:
         )
 
 
-def _log_epoch(res: EpochResult) -> None:
-    mlflow.log_metrics(
-        {
-            "train_loss": res.train_loss,
-            "tokens_per_s": res.tokens_per_s,
-            "lr": res.lr,
-            "epoch_seconds": res.seconds,
-            **{f"dev_{k}": v for k, v in res.dev.items()},
-        },
-        step=res.epoch,
-    )
+def _epoch_metrics(res: EpochResult) -> dict[str, float]:
+    return {
+        "train_loss": res.train_loss,
+        "tokens_per_s": res.tokens_per_s,
+        "lr": res.lr,
+        "epoch_seconds": res.seconds,
+        **{f"dev_{k}": v for k, v in res.dev.items()},
+    }
 
 
 def _evaluate(model: Tagger, corpus, enc, gold, cfg: TrainerConfig) -> dict[str, float]:
@@ -175,14 +195,32 @@ def _description(final: dict[str, float]) -> str:
     )
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+STOP = threading.Event()
+
+
+def _request_stop(signum, frame) -> None:
+    """First SIGINT/SIGTERM: finish the current batch, then stop (run KILLED, checkpoint kept). Second: now."""
+    if STOP.is_set():
+        raise KeyboardInterrupt(f"signal {signum}")
+    STOP.set()
+    print(f"\nsignal {signum}: stopping after this batch (send again to stop at once)", file=sys.stderr, flush=True)
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends the run as KILLED, like Ctrl-C
-    return train(cfg)["best_dev_f1"]  # the value Hydra sweepers optimise
+    STOP.clear()
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
+    try:
+        return train(cfg)["best_dev_f1"]  # the value Hydra sweepers optimise
+    except (DataError, tracking.TrackingError, FloatingPointError) as err:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # let the sweep record this job as failed and go on
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from ner import metrics
+from ner import checkpoint, metrics
 from ner.batching import Encoded, bucketed
 from ner.model import Tagger
 from ner.predict import predict_tags
@@ -38,6 +39,9 @@ class TrainerConfig:
     threads: int = 2  # torch CPU threads (use 1 when other processes share the cores)
     device: str = "cpu"  # cpu | cuda | cuda:N
     progress: bool = True  # show a progress bar per epoch
+    resume: str | None = None  # continue an interrupted run: its MLflow run id, or "last"
+    checkpoint_dir: str | None = None  # where per-epoch checkpoints go (None = ./mlruns/checkpoints)
+    keep_checkpoint: bool = False  # keep the checkpoint after a run finishes (it is always kept on failure)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
@@ -56,18 +60,69 @@ class EpochResult:
 
 @dataclass
 class FitResult:
-    best_epoch: int
-    best_dev_f1: float
-    best_state: dict
+    best_epoch: int = 0
+    best_dev_f1: float = -1.0
+    best_state: dict = field(default_factory=dict)
     history: list[EpochResult] = field(default_factory=list)
     stopped: str = "max_epochs"
     seconds: float = 0.0
+
+
+class Stop(KeyboardInterrupt):
+    """Raised between batches when a stop was requested (SIGINT / SIGTERM): the run ends as KILLED."""
 
 
 def make_optimizer(model: Tagger, cfg: TrainerConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class Loop:
+    """The mutable state of one training run; `state()`/`restore()` make it a checkpoint and back."""
+
+    model: Tagger
+    cfg: TrainerConfig
+    seed: int
+    result: FitResult = field(default_factory=FitResult)
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        decay = self.cfg.lr_decay
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: 1.0 / (1.0 + decay * e))
+        self.rng = random.Random(self.seed)
+
+    def state(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "rng": {"loop": self.rng.getstate(), "torch": torch.get_rng_state(), "python": random.getstate()},
+            "best_epoch": self.result.best_epoch,
+            "best_dev_f1": self.result.best_dev_f1,
+            "best_state": self.result.best_state,
+            "history": [asdict(h) for h in self.result.history],
+            "seconds": self.result.seconds,
+        }
+
+    def restore(self, state: dict) -> None:
+        self.epoch = state["epoch"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.rng.setstate(state["rng"]["loop"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        self.result = FitResult(
+            state["best_epoch"],
+            state["best_dev_f1"],
+            state["best_state"],
+            [EpochResult(**h) for h in state["history"]],
+            seconds=state["seconds"],
+        )
 
 
 def fit(
@@ -78,47 +133,66 @@ def fit(
     cfg: TrainerConfig,
     seed: int,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    checkpoint_path: Path | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> FitResult:
-    """Train until max_epochs, patience or the time budget runs out; return the best-on-dev weights."""
+    """Train until max_epochs, patience or the time budget; return the best-on-dev weights loaded in `model`.
+
+    With `checkpoint_path`, the full state is saved after every epoch, and an existing checkpoint there is
+    resumed from: the continued run replays the same batches and dropout masks as an uninterrupted one.
+    """
     device = torch.device(cfg.device)
     model.to(device)
-    optimizer = make_optimizer(model, cfg)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0 / (1.0 + cfg.lr_decay * e))
-    rng = random.Random(seed)
-    result = FitResult(best_epoch=0, best_dev_f1=-1.0, best_state={})
-    start = time.perf_counter()
-    for epoch in range(1, cfg.max_epochs + 1):
-        t0 = time.perf_counter()
-        loss, tps = train_epoch(model, train, optimizer, cfg, rng, device, epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        schedule.step()
-        dev_scores = metrics.score(dev_gold, predict_tags(model, dev, batch_size=cfg.eval_batch_size, device=device))
-        res = EpochResult(epoch, loss, tps, lr, dev_scores, time.perf_counter() - t0)
-        result.history.append(res)
-        if dev_scores["f1"] > result.best_dev_f1:
-            result.best_epoch, result.best_dev_f1 = epoch, dev_scores["f1"]
-            result.best_state = copy.deepcopy(model.state_dict())
-        print(
-            f"epoch {epoch:3d}  loss {loss:8.4f}  {tps:7.0f} tok/s  lr {lr:.4g}  dev P {dev_scores['precision']:.2f}"
-            f"  R {dev_scores['recall']:.2f}  F1 {dev_scores['f1']:.2f}  (best {result.best_dev_f1:.2f} @ "
-            f"{result.best_epoch})  {res.seconds:.0f}s",
-            flush=True,
-        )
-        if on_epoch:
+    loop = Loop(model, cfg, seed)
+    if checkpoint_path is not None and checkpoint_path.is_file():
+        loop.restore(checkpoint.load(checkpoint_path))
+        print(f"resumed from {checkpoint_path} after epoch {loop.epoch}", flush=True)
+    result = loop.result
+    started = time.perf_counter() - result.seconds
+    stopped = _stop_reason(loop, cfg, started) if loop.epoch else None
+    while stopped is None:
+        loop.epoch += 1
+        res = _run_epoch(loop, train, dev, dev_gold, device, should_stop)
+        result.seconds = time.perf_counter() - started
+        if on_epoch:  # before the checkpoint: a kill in between replays this epoch and logs the same values again
             on_epoch(res)
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss became {loss} at epoch {epoch}; lower trainer.lr or set trainer.clip"
-            )
-        if cfg.patience and epoch - result.best_epoch >= cfg.patience:
-            result.stopped = "patience"
-            break
-        if cfg.max_minutes and (time.perf_counter() - start) / 60 >= cfg.max_minutes:
-            result.stopped = "time budget"
-            break
-    result.seconds = time.perf_counter() - start
+        if checkpoint_path is not None:
+            checkpoint.save(checkpoint_path, loop.state())
+        stopped = _stop_reason(loop, cfg, started)
+    result.stopped = stopped
     model.load_state_dict(result.best_state)
     return result
+
+
+def _run_epoch(loop: Loop, train: Encoded, dev: Encoded, dev_gold, device, should_stop) -> EpochResult:
+    t0 = time.perf_counter()
+    cfg, result, epoch = loop.cfg, loop.result, loop.epoch
+    loss, tps = train_epoch(loop.model, train, loop.optimizer, cfg, loop.rng, device, epoch, should_stop)
+    lr = loop.optimizer.param_groups[0]["lr"]
+    loop.schedule.step()
+    dev_scores = metrics.score(dev_gold, predict_tags(loop.model, dev, batch_size=cfg.eval_batch_size, device=device))
+    res = EpochResult(epoch, loss, tps, lr, dev_scores, time.perf_counter() - t0)
+    result.history.append(res)
+    if dev_scores["f1"] > result.best_dev_f1:
+        result.best_epoch, result.best_dev_f1 = epoch, dev_scores["f1"]
+        result.best_state = copy.deepcopy(loop.model.state_dict())
+    print(
+        f"epoch {epoch:3d}  loss {loss:8.4f}  {tps:7.0f} tok/s  lr {lr:.4g}  dev P {dev_scores['precision']:.2f}"
+        f"  R {dev_scores['recall']:.2f}  F1 {dev_scores['f1']:.2f}  (best {result.best_dev_f1:.2f} @ "
+        f"{result.best_epoch})  {res.seconds:.0f}s",
+        flush=True,
+    )
+    return res
+
+
+def _stop_reason(loop: Loop, cfg: TrainerConfig, started: float) -> str | None:
+    if loop.epoch >= cfg.max_epochs:
+        return "max_epochs"
+    if cfg.patience and loop.epoch - loop.result.best_epoch >= cfg.patience:
+        return "patience"
+    if cfg.max_minutes and (time.perf_counter() - started) / 60 >= cfg.max_minutes:
+        return "time budget"
+    return None
 
 
 def train_epoch(
@@ -129,8 +203,12 @@ def train_epoch(
     rng: random.Random,
     device: torch.device,
     epoch: int,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> tuple[float, float]:
-    """One pass over shuffled length buckets; returns (mean loss per sentence, tokens per second)."""
+    """One pass over shuffled length buckets; returns (mean loss per sentence, tokens per second).
+
+    A non-finite loss stops at once, before the optimiser step, so the last checkpoint holds good weights.
+    """
     model.train()
     batches = bucketed([len(f) for f in train.forms], cfg.batch_size, rng=rng)
     total_loss, tokens, sentences = 0.0, 0, 0
@@ -139,11 +217,18 @@ def train_epoch(
     for step, index in enumerate(bar, start=1):
         batch = train.batch(index).to(device)
         loss = model.loss(batch)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(
+                f"training loss became {loss.item()} at epoch {epoch}, batch {step}; the last good checkpoint is "
+                "kept. Lower trainer.lr or set trainer.clip."
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         optimizer.step()
+        if should_stop():
+            raise Stop(f"stopped during epoch {epoch}; resume with trainer.resume=<run_id>")
         total_loss += loss.item() * len(index)
         sentences += len(index)
         tokens += int(batch.lengths.sum())

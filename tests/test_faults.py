@@ -1,0 +1,132 @@
+"""Faults a real user meets: a killed run resumed, Ctrl-C / SIGTERM, a dead tracking server, two runs at once."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from ner import checkpoint
+from tests.conftest import ROOT, TINY
+
+pytestmark = pytest.mark.slow
+
+
+def train_cmd(tmp: Path, experiment: str, *overrides: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ner.train",
+        "experiment=smoke",
+        f"data.path={TINY}",
+        "data.max_train_samples=0",
+        "data.max_eval_samples=0",
+        f"data.cache_dir={tmp / 'cache'}",
+        f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+        f"tracking.experiment={experiment}",
+        f"trainer.checkpoint_dir={tmp / 'ckpt'}",
+        "trainer.batch_size=2",
+        "trainer.max_epochs=6",
+        "trainer.patience=0",
+        "tracking.log_model=false",
+        f"hydra.run.dir={tmp / 'outputs' / experiment}",
+        *overrides,
+    ]
+
+
+def start(cmd: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def wait_for_epoch(ckpt_root: Path, epoch: int, proc: subprocess.Popen, timeout: float = 120) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for path in ckpt_root.glob("*/last.pt"):
+            try:
+                if checkpoint.load(path)["epoch"] >= epoch:
+                    return path
+            except (EOFError, RuntimeError, OSError):
+                pass  # caught between writes: atomic rename means the next read is whole
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    raise TimeoutError("no checkpoint appeared")
+
+
+def final_run(tmp: Path, experiment: str):
+    client = mlflow.MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    (run,) = client.search_runs([exp.experiment_id])
+    return client, run
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
+    done = subprocess.run(train_cmd(tmp_path, "straight"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    _, reference = final_run(tmp_path, "straight")
+
+    proc = start(train_cmd(tmp_path, "killed"))
+    wait_for_epoch(tmp_path / "ckpt", 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    _, killed = final_run(tmp_path, "killed")
+    assert killed.info.status == "RUNNING"  # SIGKILL leaves no chance to say otherwise
+
+    resumed = subprocess.run(
+        train_cmd(tmp_path, "killed", "trainer.resume=last"), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    client, run = final_run(tmp_path, "killed")
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    for key in ("best_dev_f1", "test_f1", "test_f1_strict", "best_epoch"):
+        assert run.data.metrics[key] == reference.data.metrics[key], key
+    steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "dev_f1")})
+    assert steps == list(range(1, 7))
+
+
+def test_sigterm_stops_at_the_next_batch_keeps_a_checkpoint_and_marks_the_run_killed(tmp_path):
+    proc = start(train_cmd(tmp_path, "term", "trainer.max_epochs=50"))
+    path = wait_for_epoch(tmp_path / "ckpt", 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "stopping after this batch" in out
+    _, run = final_run(tmp_path, "term")
+    assert run.info.status == "KILLED"
+    assert checkpoint.load(path)["epoch"] >= 1
+
+
+def test_unreachable_tracking_server_fails_within_seconds(tmp_path):
+    cmd = train_cmd(tmp_path, "x")
+    cmd = [c if not c.startswith("tracking.uri=") else "tracking.uri=http://127.0.0.1:9" for c in cmd]
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "tracking.uri=http://127.0.0.1:9 is not reachable" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.time() - t0 < 30
+
+
+def test_two_trainings_at_once_against_one_store_both_complete(tmp_path):
+    procs = [start(train_cmd(tmp_path, "shared", f"seed={s}", "trainer.max_epochs=3")) for s in (1, 2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("shared")
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    for r in runs:
+        assert len(client.get_metric_history(r.info.run_id, "dev_f1")) == 3
+        assert "test_f1" in r.data.metrics
+
+
+def test_a_checkpoint_carrying_a_pickled_object_is_refused(tmp_path):
+    torch.save({"epoch": 1, "payload": ValueError("code")}, tmp_path / "last.pt")
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        checkpoint.load(tmp_path / "last.pt")
