@@ -7,7 +7,7 @@ and the labels) are saved beside the weights, so `load(folder)` rebuilds it with
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +83,9 @@ class CharLSTM(nn.Module):
 class Tagger(nn.Module):
     def __init__(self, cfg: ModelConfig, featurizer: Featurizer, scheme: str, embeddings: np.ndarray | None = None):
         super().__init__()
-        self.cfg, self.featurizer, self.scheme = cfg, featurizer, scheme
         word_dim = embeddings.shape[1] if embeddings is not None else cfg.word_dim
+        cfg = replace(cfg, word_dim=word_dim)  # saved with the weights: the vectors decide the size
+        self.cfg, self.featurizer, self.scheme = cfg, featurizer, scheme
         trainable = featurizer.trainable_words or len(featurizer.words)
         self.word_embed = nn.Embedding(trainable, word_dim, padding_idx=0)
         # vectors-only words: frozen, but saved with the weights (a persistent buffer)

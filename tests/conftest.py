@@ -45,7 +45,14 @@ def trained_run(tmp_path_factory):
     from ner.train import train
 
     tmp = tmp_path_factory.mktemp("run")
-    cfg = compose_train(tmp, "trainer.max_epochs=25", "trainer.lr=0.05", "tracking.register_as=tiny-ner")
+    vectors = Path(__file__).parent / "fixtures" / "vectors.txt"
+    cfg = compose_train(
+        tmp,
+        "trainer.max_epochs=25",
+        "trainer.lr=0.05",
+        "tracking.register_as=tiny-ner",
+        f"model.embeddings.path={vectors}",
+    )
     metrics = train(cfg)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)

@@ -56,6 +56,8 @@ def test_a_run_logs_config_metrics_artifacts_and_model(trained_run):
     } <= names
     assert run.data.tags["mlflow.runName"] == "bilstm-crf-s1"
     assert run.data.tags["dataset_fingerprint"]
+    report = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/data_report.json"))
+    assert 0 < report["vectors"]["train"]["token_coverage"] < 1
     # the tiny corpus is learnable: a loose floor, not an expected value
     assert final["test_f1"] > 50
 
