@@ -55,6 +55,7 @@ def load_corpus(cfg: DataConfig) -> tuple[datasets.DatasetDict, dict]:
     ):
         if limit and split in corpus and len(corpus[split]) > limit:
             corpus[split] = corpus[split].select(range(limit))
+            report = {**report, "limited": {**report.get("limited", {}), split: limit}}
     return corpus, report
 
 

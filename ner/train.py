@@ -65,6 +65,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     tracking_cfg = tracking.TrackingConfig(**cfg.tracking)
     torch.set_num_threads(trainer_cfg.threads)
     data_cfg, corpus, data_report, featurizer, model = build(cfg)
+    print(_data_summary(data_report), flush=True)
     gold = {s: tag_strings(corpus[s]) for s in corpus}
     enc = {
         s: featurizer.encode(corpus[s]["tokens"], [schemes.convert(t, data_cfg.train_scheme) for t in gold[s]])
@@ -150,6 +151,24 @@ def _log_setup(cfg: DictConfig, corpus, data_report: dict) -> None:
             ),
             context=split,
         )
+
+
+def _data_summary(data_report: dict) -> str:
+    """A few lines a user can check before the first epoch: wrong data shows up here, not after an hour."""
+    lines = [f"data: source scheme {data_report['source_scheme']}"]
+    for split, st in data_report["splits"].items():
+        types = ", ".join(f"{k} {v}" for k, v in st["entities_by_type"].items())
+        cov = data_report.get("vectors", {}).get(split, {})
+        vec = f", vectors cover {100 * cov['token_coverage']:.1f}% of tokens" if cov else ""
+        lines.append(
+            f"  {split}: {st['sentences']} sentences, {st['tokens']} tokens, {st['entities']} entities ({types}),"
+            f" {st['invalid_sequences_repaired']} invalid sequences repaired{vec}"
+        )
+    for split, limit in data_report.get("limited", {}).items():
+        lines.append(f"  {split}: using the first {limit} sentences only (data.max_*_samples)")
+    if data_report.get("labels_only_in_eval"):
+        lines.append(f"  warning: labels never seen in training: {', '.join(data_report['labels_only_in_eval'])}")
+    return "\n".join(lines)
 
 
 def _epoch_metrics(res: EpochResult) -> dict[str, float]:

@@ -99,3 +99,11 @@ def test_a_failing_run_is_marked_failed(tmp_path):
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FAILED"
     assert json.loads(json.dumps(run.data.params))["trainer.lr"] == "nan"
+
+
+def test_same_seed_gives_identical_results_on_cpu(tmp_path):
+    from ner.train import train
+
+    runs = [train(compose_train(tmp_path / str(i), "trainer.max_epochs=3", "tracking.log_model=false")) for i in (1, 2)]
+    keys = ("best_dev_f1", "test_f1", "test_precision", "test_recall", "best_epoch")
+    assert [runs[0][k] for k in keys] == [runs[1][k] for k in keys]
