@@ -33,6 +33,7 @@ class TrackingConfig:
     run_name: str | None = None  # None = derived from the model config and seed
     register_as: str | None = None  # registered-model name, if any
     log_model: bool = True  # log the pyfunc model
+    grad_profile_every: int = 1  # gradient-vs-distance profile every N epochs (ner/gradients.py); 0 = off
 
 
 def default_store(root: str | Path = ".") -> tuple[str, str]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ner import checkpoint, metrics, report, schemes, tracking
+from ner import checkpoint, gradients, metrics, report, schemes, tracking
 from ner.batching import Featurizer
 from ner.conll import DataError
 from ner.data import DataConfig, load_corpus, tag_strings
@@ -89,6 +89,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         mlflow.set_tag("checkpoint", str(ckpt))
         dev_split = "validation" if "validation" in corpus else "train"
         metric_log = tracking.MetricLog()
+
+        def on_epoch(res: EpochResult) -> None:
+            metric_log.log(_epoch_metrics(res), res.epoch)
+            every = tracking_cfg.grad_profile_every
+            if every and res.epoch % every == 0:
+                try:
+                    gradients.log_gradient_profile(model, enc["train"], res.epoch)
+                except Exception as err:  # noqa: BLE001 - a diagnostic must not stop training
+                    print(f"warning: gradient profile not logged ({err})", flush=True)
+
         result = fit(
             model,
             enc["train"],
@@ -96,7 +106,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             gold[dev_split],
             trainer_cfg,
             cfg.seed,
-            on_epoch=lambda res: metric_log.log(_epoch_metrics(res), res.epoch),
+            on_epoch=on_epoch,
             checkpoint_path=ckpt,
             should_stop=STOP.is_set,
         )

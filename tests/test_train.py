@@ -45,7 +45,7 @@ def test_a_run_logs_config_metrics_artifacts_and_model(trained_run):
         assert key in run.data.metrics
     history = mlflow.MlflowClient().get_metric_history(run_id, "dev_f1")
     assert [m.step for m in history] == list(range(1, len(history) + 1))
-    assert {"train_loss", "tokens_per_s", "dev_precision", "dev_recall"} <= set(run.data.metrics)
+    assert {"train_loss", "tokens_per_s", "dev_precision", "dev_recall", "grad_norm_d0"} <= set(run.data.metrics)
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
     assert {
         "config.yaml",
@@ -53,6 +53,7 @@ def test_a_run_logs_config_metrics_artifacts_and_model(trained_run):
         "test_predictions.conll",
         "test_classification_report.txt",
         "test_confusion.png",
+        "gradients",
     } <= names
     assert run.data.tags["mlflow.runName"] == "bilstm-crf-s1"
     assert run.data.tags["dataset_fingerprint"]
