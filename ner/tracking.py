@@ -49,6 +49,8 @@ def connect(cfg: TrackingConfig) -> str:
     if cfg.uri:
         check_reachable(cfg.uri)
         uri = cfg.uri
+        if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in whatever the cwd is
+            artifact_root = (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
     else:
         uri, artifact_root = default_store()
     mlflow.set_tracking_uri(uri)
