@@ -190,7 +190,8 @@ def _stop_reason(loop: Loop, cfg: TrainerConfig, started: float) -> str | None:
         return "max_epochs"
     if cfg.patience and loop.epoch - loop.result.best_epoch >= cfg.patience:
         return "patience"
-    if cfg.max_minutes and (time.perf_counter() - started) / 60 >= cfg.max_minutes:
+    elapsed = time.perf_counter() - started
+    if cfg.max_minutes and elapsed + elapsed / loop.epoch > 60 * cfg.max_minutes:  # another epoch would overrun
         return "time budget"
     return None
 
