@@ -20,9 +20,9 @@ import mlflow
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
-import ner
 from ner import checkpoint
 
+PACKAGE_DIR = Path(__file__).resolve().parent  # not ner.__file__: None under some editable installs
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "mlflow"]
 
 
@@ -119,7 +119,7 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
 def git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(ner.__file__).parent
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=PACKAGE_DIR
         )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -148,7 +148,7 @@ def log_model(tagger_dir: str | Path, register_as: str | None = None):
     """Log the tagger as a pyfunc named "model" (models from code, the package shipped with it)."""
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "ner"
-        shutil.copytree(Path(ner.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(package / "pyfunc_model.py"),

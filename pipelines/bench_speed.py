@@ -1,0 +1,588 @@
+"""Training and tagging speed: our tagger vs Flair's SequenceTagger of the same size, and vs a bare nn.LSTM.
+
+    bash pipelines/flair_env.sh                                   # once: Flair in .venv-flair/
+    .venv/bin/python pipelines/bench_speed.py [--sentences 2000] [--threads 2] [--rounds 2] [--tag-tokens 50000]
+    .venv/bin/python pipelines/bench_speed.py --threads 1     # while other jobs share the cores (see below)
+
+GitHub issue 5, benchmarks 2 and 3. Everything is measured in one run, in rounds: every round measures every row
+once, back to back (ours, the bare-LSTM ceilings, Flair in a child process of .venv-flair, then tagging), so that
+load from other jobs on the shared cores hits all rows alike; each row keeps its best round (the least disturbed)
+and the 1-minute load average at that moment. Training rows also give tokens per CPU-second of the process,
+which other jobs change far less than the wall clock. With 2 threads, torch's OpenMP threads wait on each other
+whenever another process holds a core (several times slower, at random): on a shared machine use --threads 1.
+
+Training: tokens/s of optimiser steps over the first `--sentences` CoNLL-2003 training sentences in batches of
+`trainer.batch_size`, on the default model (char CNN) and with `model.char_encoder=lstm` (Flair's character
+encoder is a BiLSTM, so that row is the like-for-like one); Flair gets the very same batches (and, in a second
+row, the shuffled fixed-size batches its own ModelTrainer makes). The ceiling is `pipelines/bench_train.py`'s
+bare `nn.LSTM` of the same input and hidden sizes doing forward + backward + step on the same batches.
+
+Tagging: file -> JSONL end to end on one text (CoNLL-2003 train articles, one per line, as `bench_tag.py` makes
+it): ours through `python -m ner.tag` in a child process, Flair through `predict` after splitting with its
+segtok splitter. Both models are the ones the training rows just trained (an epoch or two on the sample: the
+speed is that of a fully trained model of the same size, the tags are not). Each system counts its own tokens;
+"vs Flair" for tagging is the ratio of wall times on the same text.
+
+The table is printed, logged to MLflow (experiment `benchmarks`) and written between the `speed` markers of
+docs/benchmarks.md. Not a test: it takes several minutes and its numbers depend on what else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from bench_tag import write_input
+from bench_train import bare_lstm, ours
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from ner import schemes
+from ner.batching import Encoded, bucketed
+from ner.data import tag_strings
+from ner.model import Tagger
+from ner.train import build
+from ner.trainer import TrainerConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAIR_PYTHON = ROOT / ".venv-flair" / "bin" / "python"
+FLAIR_PEER = ROOT / "pipelines" / "flair_peer.py"
+CONLL_TRAIN = ROOT.parent / "shared" / "data" / "conll2003" / "train.txt"
+DOCS = ROOT / "docs" / "benchmarks.md"
+TAG_CONF = ROOT / "conf" / "tag" / "tag.yaml"
+BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
+DOCS_HEADER = """# Benchmarks
+
+Numbers in this file are written by the benchmark scripts in `pipelines/`, never typed by hand: each section sits
+between `<!-- NAME:begin -->` and `<!-- NAME:end -->` markers and a rerun of its script replaces it. Every section
+says the machine, the command and the date; the machines are shared, so each also gives the load average.
+
+- `speed` (`pipelines/bench_speed.py`, GitHub issue 5, benchmarks 2 and 3): training and tagging tokens/s of our
+  tagger against Flair's `SequenceTagger` of the same size on the same data, and against a bare `nn.LSTM`.
+"""
+TARGETS = {"train_vs_flair": 2.0, "train_vs_ceiling": 0.5, "tag_vs_flair": 5.0, "tag_tokens_per_s": 100_000}
+CEILING_OF = {  # training row -> the bare nn.LSTM row of its sizes
+    "train_ours_cnn": "ceiling_cnn",
+    "train_ours_lstm": "ceiling_lstm",
+    "train_flair": "ceiling_flair",
+    "train_flair_shuffled": "ceiling_flair",
+}
+WARMUP_BATCHES = 20
+
+
+@dataclass
+class Ours:
+    """One configuration of our tagger, ready to be timed: model, encoded sample, batches, initial weights."""
+
+    name: str
+    overrides: list[str]
+    model: Tagger
+    enc: Encoded
+    batches: list[list[int]]
+    trainer: TrainerConfig
+    initial: dict = field(repr=False)
+    packed: tuple[float, float] = (0.0, 0.0)  # share of tokens in batches that need packing: sample, full epoch
+    folder: Path | None = None  # where the trained model is saved for tagging
+
+
+@dataclass
+class Row:
+    """One measured line of a table: the best value over the rounds and the load when it was taken."""
+
+    key: str
+    what: str
+    values: list[tuple[float, float]] = field(default_factory=list)  # (tokens/s, 1-minute load average)
+    info: dict = field(default_factory=dict)
+    cpu: list[float] = field(default_factory=list)  # tokens per CPU-second of each round, where measured
+
+    @property
+    def best_cpu(self) -> float:
+        return max(self.cpu, default=float("nan"))
+
+    def add(self, value: float, cpu: float | None = None, **info) -> None:
+        """Record one round's tokens/s and tokens per CPU-second (`info`: details, kept for the best round)."""
+        self.values.append((value, os.getloadavg()[0]))
+        if cpu is not None:
+            self.cpu.append(cpu)
+        if value >= self.best:
+            self.info = info
+        per_cpu = f", {cpu:,.0f} per CPU-s" if cpu else ""
+        print(f"  {self.what}: {value:,.0f} tokens/s{per_cpu} (load {os.getloadavg()[0]:.2f})", flush=True)
+
+    @property
+    def best(self) -> float:
+        return max((v for v, _ in self.values), default=0.0)
+
+    @property
+    def rounds(self) -> str:
+        """Every round's tokens/s, in order: how much the shared machine moved them."""
+        return " / ".join(f"{v:,.0f}" for v, _ in self.values)
+
+    @property
+    def load(self) -> float:
+        return max(self.values)[1] if self.values else float("nan")
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sentences", type=int, default=2000, help="first N CoNLL-2003 training sentences")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads, ours and Flair's")
+    ap.add_argument("--rounds", type=int, default=2, help="every row is measured this many times; best kept")
+    ap.add_argument("--tag-tokens", type=int, default=50_000, help="size of the text both taggers tag")
+    ap.add_argument(
+        "--throughput-tokens",
+        type=int,
+        default=1_000_000,
+        help="ours alone on a text this large: steady-state tokens/s for the 100,000 target (0 = skip)",
+    )
+    ap.add_argument(
+        "--flair-batch-size", type=int, default=32, help="Flair predict(mini_batch_size=...): its default, fastest here"
+    )
+    ap.add_argument("--tracking-uri", help="MLflow store (default: the project store, ./mlruns/mlflow.db)")
+    ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument("--no-flair", action="store_true", help="skip Flair (e.g. .venv-flair missing): no ratios")
+    return ap.parse_args()
+
+
+def machine() -> dict:
+    """CPU model, cores, torch and Python versions, date: printed with the tables and logged as params."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+    }
+
+
+def prepare(name: str, overrides: list[str], sentences: int, threads: int) -> Ours:
+    """Our model from the real composed config (as `bench_train.py` builds it), plus its sample and batches."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[*overrides, f"trainer.threads={threads}"])
+    trainer = TrainerConfig(**cfg.trainer)
+    torch.manual_seed(0)
+    data_cfg, corpus, _, featurizer, model = build(cfg)
+    train = corpus["train"].select(range(min(sentences, len(corpus["train"]))))
+    tags = [schemes.convert(t, data_cfg.train_scheme) for t in tag_strings(train)]
+    enc = featurizer.encode(train["tokens"], tags)
+    batches = bucketed([len(f) for f in enc.forms], trainer.batch_size, rng=random.Random(0))
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    full = [len(t) for t in corpus["train"]["tokens"]]
+    full_batches = bucketed(full, trainer.batch_size, rng=random.Random(0))
+    packed = (packed_share(batches, [len(f) for f in enc.forms]), packed_share(full_batches, full))
+    return Ours(name, overrides, model, enc, batches, trainer, initial, packed)
+
+
+def packed_share(batches: list[list[int]], lengths: list[int]) -> float:
+    """Share of tokens in batches whose sentences differ in length: those `Tagger.encode` packs."""
+    packed = sum(lengths[i] for b in batches if len({lengths[i] for i in b}) > 1 for i in b)
+    return packed / max(sum(lengths[i] for b in batches for i in b), 1)
+
+
+def time_ours(setup: Ours) -> tuple[float, float]:
+    """(tokens/s, tokens per CPU-second) of `bench_train.ours` from the initial weights, after a short warm-up."""
+    setup.model.load_state_dict(setup.initial)
+    ours(setup.model, setup.enc, setup.batches[:WARMUP_BATCHES], setup.trainer)
+    return with_cpu(lambda: ours(setup.model, setup.enc, setup.batches, setup.trainer), setup.enc, setup.batches)
+
+
+def time_ceiling(input_size: int, hidden: int, enc: Encoded, batches: list[list[int]]) -> tuple[float, float]:
+    """`bench_train.bare_lstm` for a BiLSTM of `input_size` -> `hidden` (it reads only the sizes of `.rnn`)."""
+    shape = SimpleNamespace(rnn=torch.nn.LSTM(input_size, hidden, batch_first=True, bidirectional=True))
+    bare_lstm(shape, enc, batches[:WARMUP_BATCHES])
+    return with_cpu(lambda: bare_lstm(shape, enc, batches), enc, batches)
+
+
+def with_cpu(measure: Callable[[], float], enc: Encoded, batches: list[list[int]]) -> tuple[float, float]:
+    """(what `measure` returns: tokens/s by the wall clock, tokens per CPU-second of this process while it ran).
+
+    CPU time counts what the work cost, all threads together; when other jobs take the cores it moves much less
+    than the wall clock (with 2 threads it still includes OpenMP's spin-waiting).
+    """
+    tokens = sum(len(enc.forms[i]) for b in batches for i in b)
+    cpu = time.process_time()
+    per_s = measure()
+    return per_s, tokens / (time.process_time() - cpu)
+
+
+def run_flair(args: argparse.Namespace, plan: Path, text: Path, out: Path) -> dict:
+    """Flair's results (see flair_peer.py) from a child process in .venv-flair; raises with its stderr tail."""
+    cmd = [str(FLAIR_PYTHON), str(FLAIR_PEER), "--batches", str(plan), "--threads", str(args.threads)]
+    cmd += ["--tag-input", str(text), "--tag-output", str(out), "--tag-batch-size", str(args.flair_batch_size)]
+    env = {**os.environ, "FLAIR_CACHE_ROOT": str(out.parent / "flair-cache"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if proc.returncode:
+        raise RuntimeError(f"flair_peer.py exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def tag_defaults() -> dict:
+    """The knobs of `python -m ner.tag` (conf/tag/tag.yaml) as they are today: the tagger is still growing."""
+    return {k: v for k, v in OmegaConf.to_container(OmegaConf.load(TAG_CONF)).items() if k not in ("hydra", "defaults")}
+
+
+def same_work_knobs(threads: int) -> list[str]:
+    """`ner.tag` settings for the rows beside Flair: in this process with `threads` torch threads, as Flair runs."""
+    return [f"threads={threads}", *(["workers=0"] if "workers" in tag_defaults() else [])]
+
+
+def run_ours_tag(folder: Path, text: Path, out: Path, knobs: list[str]) -> dict:
+    """`python -m ner.tag` on `text` -> JSONL; tokens/s as it reports it (time inside tag()) and the process wall."""
+    cmd = [sys.executable, "-m", "ner.tag", f"model={folder}", f"input={text}", f"output={out}"]
+    cmd += ["one_per_line=true", "progress=false", *knobs]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise RuntimeError(f"python -m ner.tag exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    counts = count_jsonl(out)
+    reported = re.search(r"\(([\d,]+) tokens/s", proc.stdout)
+    inside = counts["tokens"] / int(reported.group(1).replace(",", "")) if reported else wall
+    return {**counts, "seconds": inside, "process_seconds": wall, "parsed": bool(reported)}
+
+
+def count_jsonl(path: Path) -> dict:
+    """Documents, sentences, tokens and entities of a JSONL output: the same count for both taggers."""
+    counts = dict.fromkeys(("documents", "sentences", "tokens", "entities"), 0)
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            counts["documents"] += 1
+            counts["sentences"] += len(record["sentences"])
+            counts["tokens"] += sum(len(s["tokens"]) for s in record["sentences"])
+            counts["entities"] += len(record["entities"])
+    return counts
+
+
+def trainable_size(model: torch.nn.Module, skip: Callable[[str], bool]) -> int:
+    """Trainable parameters, leaving out the word-vector tables (ours trains its rows, Flair freezes GloVe)."""
+    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not skip(n))
+
+
+class Bench:
+    """Holds the setups and rows; `round()` measures every row once."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path):
+        self.args, self.tmp = args, tmp
+        print("preparing our models and the sample ...", flush=True)
+        self.cnn = prepare("default (char CNN)", [], args.sentences, args.threads)
+        self.lstm = prepare("char LSTM", ["model.char_encoder=lstm"], args.sentences, args.threads)
+        torch.set_num_threads(args.threads)
+        self.plan = tmp / "batches.json"
+        lengths = [len(f) for f in self.cnn.enc.forms]
+        self.plan.write_text(json.dumps({"lengths": lengths, "batches": self.cnn.batches}))
+        self.text = tmp / "news.txt"
+        self.text_tokens = write_input(self.text, args.tag_tokens, CONLL_TRAIN)
+        self.big_text = tmp / "news-big.txt"
+        self.big_tokens = 0
+        if args.throughput_tokens:
+            self.big_tokens = write_input(self.big_text, args.throughput_tokens, CONLL_TRAIN)
+        hidden = self.cnn.model.rnn.hidden_size
+        defaults = tag_defaults()
+        big_knobs = ", ".join(f"{k}={defaults[k]}" for k in ("workers", "threads", "batch_size") if k in defaults)
+        self.flair_info: dict = {}
+        self.rows = {
+            key: Row(key, what)
+            for key, what in [
+                ("train_ours_cnn", f"ours, default: char CNN (LSTM input {self.cnn.model.rnn.input_size})"),
+                ("train_ours_lstm", f"ours, model.char_encoder=lstm (LSTM input {self.lstm.model.rnn.input_size})"),
+                ("train_flair", "Flair SequenceTagger, same batches as ours"),
+                ("train_flair_shuffled", "Flair SequenceTagger, ModelTrainer-style shuffled batches"),
+                ("ceiling_cnn", f"bare nn.LSTM {self.cnn.model.rnn.input_size} -> 2x{hidden}, fwd+bwd+step"),
+                ("ceiling_lstm", f"bare nn.LSTM {self.lstm.model.rnn.input_size} -> 2x{hidden}, fwd+bwd+step"),
+                ("ceiling_flair", "bare nn.LSTM at Flair's input size"),
+                ("tag_ours_cnn", "ours, default (char CNN): python -m ner.tag"),
+                ("tag_ours_lstm", "ours, char LSTM: python -m ner.tag"),
+                ("tag_ours_big", f"ours, default, {self.big_tokens:,}-token text, `ner.tag` defaults ({big_knobs})"),
+                ("tag_flair", f"Flair: segtok split + predict(mini_batch_size={args.flair_batch_size}) + JSONL"),
+            ]
+        }
+
+    def round(self, number: int) -> None:
+        print(f"round {number} (load average {', '.join(f'{x:.2f}' for x in os.getloadavg())})", flush=True)
+        hidden = self.cnn.model.rnn.hidden_size
+        for setup, key in ((self.cnn, "cnn"), (self.lstm, "lstm")):
+            self.rows[f"train_ours_{key}"].add(*time_ours(setup))
+            size = setup.model.rnn.input_size
+            self.rows[f"ceiling_{key}"].add(*time_ceiling(size, hidden, setup.enc, setup.batches))
+            if setup.folder is None:
+                setup.folder = self.tmp / f"tagger-{key}"
+                setup.model.save(setup.folder)
+        if not self.args.no_flair:
+            self._flair(hidden)
+        for setup, key in ((self.cnn, "cnn"), (self.lstm, "lstm")):
+            knobs = same_work_knobs(self.args.threads)
+            result = run_ours_tag(setup.folder, self.text, self.tmp / f"ours-{key}.jsonl", knobs)
+            self.rows[f"tag_ours_{key}"].add(result["tokens"] / result["seconds"], **result)
+        if self.big_tokens:
+            result = run_ours_tag(self.cnn.folder, self.big_text, self.tmp / "ours-big.jsonl", [])
+            self.rows["tag_ours_big"].add(result["tokens"] / result["seconds"], **result)
+
+    def _flair(self, hidden: int) -> None:
+        result = run_flair(self.args, self.plan, self.text, self.tmp / "flair.jsonl")
+        self.flair_info = {k: result[k] for k in ("flair", "torch", "threads", "params", "rnn_input_size")}
+        for key, part in (("train_flair", "train_same_batches"), ("train_flair_shuffled", "train_shuffled")):
+            self.rows[key].add(result[part]["tokens_per_s"], result[part]["tokens_per_cpu_s"], **result[part])
+        size = result["rnn_input_size"]
+        self.rows["ceiling_flair"].what = f"bare nn.LSTM {size} -> 2x{hidden}, fwd+bwd+step (Flair's sizes)"
+        self.rows["ceiling_flair"].add(*time_ceiling(size, hidden, self.cnn.enc, self.cnn.batches))
+        self.rows["tag_flair"].add(result["tag"]["tokens_per_s"], **result["tag"])
+
+
+def ratio(a: float, b: float) -> float:
+    """a / b, NaN when b is missing (Flair skipped)."""
+    return a / b if b else float("nan")
+
+
+def metrics(bench: Bench) -> dict[str, float]:
+    """Every number of the tables, for MLflow: best tokens/s per row, its load, and the ratios."""
+    rows = bench.rows
+    out = {f"{k}_tokens_per_s": r.best for k, r in rows.items() if r.values}
+    out.update({f"{k}_load1": r.load for k, r in rows.items() if r.values})
+    out.update({f"{k}_tokens_per_cpu_s": r.best_cpu for k, r in rows.items() if r.cpu})
+    for key, ceiling in CEILING_OF.items():
+        out[f"{key}_vs_flair"] = ratio(rows[key].best, rows["train_flair"].best)
+        out[f"{key}_vs_ceiling"] = ratio(rows[key].best, rows[ceiling].best)
+        out[f"{key}_vs_flair_cpu"] = ratio(rows[key].best_cpu, rows["train_flair"].best_cpu)
+        out[f"{key}_vs_ceiling_cpu"] = ratio(rows[key].best_cpu, rows[ceiling].best_cpu)
+    flair_seconds = rows["tag_flair"].info.get("seconds", 0.0)
+    for key in ("tag_ours_cnn", "tag_ours_lstm"):
+        out[f"{key}_vs_flair"] = ratio(flair_seconds, rows[key].info.get("seconds", 0.0))
+    return {k: v for k, v in out.items() if v == v}  # drop NaN (Flair skipped)
+
+
+def train_table(bench: Bench, m: dict[str, float]) -> str:
+    """Training rows: tokens/s (best round), ratios to Flair (same batches) and to the row's own ceiling."""
+    flair_params = bench.flair_info.get("params", 0)
+    params_of = {
+        "train_ours_cnn": trainable_size(bench.cnn.model, lambda n: n.startswith("word_embed")),
+        "train_ours_lstm": trainable_size(bench.lstm.model, lambda n: n.startswith("word_embed")),
+        "train_flair": flair_params,
+        "train_flair_shuffled": flair_params,
+    }
+    lines = [
+        "| training | params* | tokens/s | vs Flair | vs ceiling | every round | load "
+        "| tokens/CPU-s | vs Flair | vs ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in (*CEILING_OF, "ceiling_cnn", "ceiling_lstm", "ceiling_flair"):
+        row = bench.rows[key]
+        if not row.values:
+            continue
+        params = params_of.get(key, 0)
+        vs_ceiling = m.get(f"{key}_vs_ceiling", 1.0 if key.startswith("ceiling") else float("nan"))
+        vs_flair = ratio(row.best, bench.rows["train_flair"].best)
+        cpu = row.best_cpu
+        cpu_vs_flair = ratio(cpu, bench.rows["train_flair"].best_cpu)
+        cpu_vs_ceiling = ratio(cpu, bench.rows[CEILING_OF.get(key, key)].best_cpu)
+        lines.append(
+            f"| {row.what} | {f'{params:,}' if params else ''} | {row.best:,.0f} | {_x(vs_flair)} | "
+            f"{vs_ceiling:.2f} | {row.rounds} | {row.load:.2f} | {cpu:,.0f} | {_x(cpu_vs_flair)} | "
+            f"{cpu_vs_ceiling:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def tag_table(bench: Bench, m: dict[str, float]) -> str:
+    """Tagging rows: tokens/s, and Flair's wall time over ours on the same text."""
+    rows = bench.rows
+    lines = [
+        "| tagging, file -> JSONL | tokens | entities | seconds | tokens/s | vs Flair (time) | every round | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    flair_seconds = rows["tag_flair"].info.get("seconds", 0.0)
+    for key in ("tag_ours_cnn", "tag_ours_lstm", "tag_flair", "tag_ours_big"):
+        row, info = rows[key], rows[key].info
+        if not row.values:
+            continue
+        vs = _x(ratio(flair_seconds, info["seconds"])) if key != "tag_ours_big" else "n/a"
+        lines.append(
+            f"| {row.what} | {info['tokens']:,} | {info['entities']:,} | {info['seconds']:.2f} | {row.best:,.0f} |"
+            f" {vs} | {row.rounds} | {row.load:.2f} |"
+        )
+    wall = rows["tag_ours_cnn"].info.get("process_seconds")
+    if wall:
+        tokens = rows["tag_ours_cnn"].info["tokens"]
+        lines.append(
+            f"| ours, default, the whole `python -m ner.tag` process (interpreter, imports, model load) | {tokens:,} |"
+            f" | {wall:.2f} | {tokens / wall:,.0f} | | | |"
+        )
+    return "\n".join(lines)
+
+
+def _x(value: float) -> str:
+    return f"{value:.2f}x" if value == value else "n/a"
+
+
+def verdicts(m: dict[str, float]) -> str:
+    """The issue's targets, met or not, for the default model."""
+    big = m.get("tag_ours_big_tokens_per_s", m.get("tag_ours_cnn_tokens_per_s"))
+    train_flair, train_ceiling = TARGETS["train_vs_flair"], TARGETS["train_vs_ceiling"]
+    checks = [
+        ("training >= 2x Flair", m.get("train_ours_cnn_vs_flair"), train_flair, "{:.2f}x"),
+        ("  the same per CPU-second", m.get("train_ours_cnn_vs_flair_cpu"), train_flair, "{:.2f}x"),
+        ("training >= 50% of the bare nn.LSTM", m.get("train_ours_cnn_vs_ceiling"), train_ceiling, "{:.0%}"),
+        ("  the same per CPU-second", m.get("train_ours_cnn_vs_ceiling_cpu"), train_ceiling, "{:.0%}"),
+        ("tagging >= 5x Flair", m.get("tag_ours_cnn_vs_flair"), TARGETS["tag_vs_flair"], "{:.2f}x"),
+        ("tagging >= 100,000 tokens/s (largest text)", big, TARGETS["tag_tokens_per_s"], "{:,.0f} tokens/s"),
+    ]
+    out = []
+    for what, value, target, shape in checks:
+        bullet = "  - " if what.startswith(" ") else "- "
+        state = "n/a" if value is None else f"{'met' if value >= target else 'NOT met'} ({shape.format(value)})"
+        out.append(f"{bullet}{what.strip()}: {state}")
+    return "\n".join(out)
+
+
+def report(bench: Bench, info: dict, m: dict[str, float], command: str, load: tuple) -> str:
+    """The whole Markdown section: machine, command, tables, targets, and what was compared how."""
+    args, fi = bench.args, bench.flair_info
+    cnn = bench.cnn
+    flair = f"Flair {fi['flair']} (same torch: {fi['torch']})" if fi else "Flair not run"
+    sample_tokens = sum(len(f) for f in cnn.enc.forms)
+    sample_packed, epoch_packed = cnn.packed
+    return f"""## Training and tagging speed vs Flair (issue 5, benchmarks 2 and 3)
+
+- date: {info["date"]}
+- machine: {info["cpu"]}, {info["cores"]} cores (shared), torch {info["torch"]}, Python {info["python"]}; {flair}
+- command: `{command}`
+- load average (1, 5, 15 min): {_load(load[0])} at the start, {_load(load[1])} at the end; the "load" column is the
+  1-minute load when that row's best round ran ({args.rounds} rounds, each row measured once per round, best kept)
+- torch threads: {args.threads} for every system
+- training sample: the first {len(cnn.enc):,} CoNLL-2003 training sentences ({sample_tokens:,} tokens)
+- training step: batch {cnn.trainer.batch_size}, SGD (lr {cnn.trainer.lr}, momentum {cnn.trainer.momentum}), \
+gradient clip {cnn.trainer.clip}
+- every system: BiLSTM {cnn.model.rnn.hidden_size} per direction, CRF, GloVe 6B 50d
+
+{train_table(bench, m)}
+
+\\* trainable parameters without the word-vector table (ours fine-tunes the rows of training words, Flair keeps
+GloVe frozen, its default). "vs ceiling" divides by the bare `nn.LSTM` of the row's own input size
+(`pipelines/bench_train.py`); Flair's char encoder is a BiLSTM (30 + 30) while ours defaults to a CNN (30
+filters), so the `char_encoder=lstm` row is the like-for-like one; ours also has a 10-d casing feature. Ours
+packs the batches whose sentences differ in length ({sample_packed:.0%} of the sample's tokens; {epoch_packed:.0%}
+in a full CoNLL-2003 epoch, whose length buckets are fuller); the ceiling never packs. "tokens/CPU-s": tokens per
+CPU-second of the measuring process (all its threads), which other jobs on the cores move far less than the wall
+clock; its ratios are the steadier ones on a shared machine.
+
+{tag_table(bench, m)}
+
+Tagging input: {bench.text_tokens:,} CoNLL tokens of CoNLL-2003 training articles, detokenised, one per line
+(`bench_tag.write_input`). Each system tokenises the raw text itself (ours: `ner.tokenize`; Flair: segtok), so
+token counts differ slightly; "vs Flair" is Flair's wall time over ours on the same file. Ours is timed inside
+`ner.tag.tag()` (reading, model load, tokenising, tagging, writing JSONL), Flair from reading the file to the
+closed JSONL (model in memory, loading not counted). Beside Flair, ours runs in one process with the same torch
+threads (`{" ".join(same_work_knobs(args.threads))}`); the larger text runs with `ner.tag`'s own defaults, as a user
+would run it (its worker processes may use every core). Both models are the ones just trained on the sample (the
+speed is that of any model of this size; their tags are not meaningful).
+
+Targets (default model):
+{verdicts(m)}
+{contention(bench)}"""
+
+
+def contention(bench: Bench) -> str:
+    """A warning when other jobs competed for the cores during the run (then absolute numbers are low)."""
+    peak = max((load for row in bench.rows.values() for _, load in row.values), default=0.0)
+    cores = os.cpu_count() or 1
+    if peak <= cores + 0.5:
+        return ""
+    text = (
+        f"\nWarning: the 1-minute load reached {peak:.2f} on {cores} cores: other jobs shared the cores, so every"
+        " absolute number above is lower than on an idle machine (the ratios, measured back to back, hold better)."
+    )
+    if bench.args.threads > 1:
+        text += (
+            f" With {bench.args.threads} threads torch's OpenMP threads also wait on each other while another"
+            " process holds a core (up to ~10x slower, docs in shared/notes/stack.md); compare with --threads 1."
+        )
+    return "\n" + textwrap.fill(text.strip(), width=115) + "\n"
+
+
+def _load(values: tuple) -> str:
+    return ", ".join(f"{x:.2f}" for x in values)
+
+
+def log_mlflow(args: argparse.Namespace, info: dict, fi: dict, m: dict[str, float], section: str) -> str:
+    """One run in experiment `benchmarks` with the machine as params, every number as a metric, the table."""
+    import mlflow
+
+    from ner import tracking
+
+    cfg = tracking.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="speed", log_model=False)
+    tags = {"benchmark": "speed", "git_commit": git_commit()}
+    with tracking.run(cfg, "speed", tags) as active:
+        params = {**info, **{f"flair_{k}": v for k, v in fi.items()}}
+        params.update({k: v for k, v in vars(args).items() if k not in ("tracking_uri",)})
+        mlflow.log_params({k: str(v) for k, v in params.items()})
+        mlflow.log_metrics(m)
+        mlflow.log_text(section, "speed.md")
+        return active.info.run_id
+
+
+def git_commit() -> str:
+    """HEAD of the repository (not `ner.tracking.git_commit`, which needs `ner.__file__`: None when `ner` is
+    imported from outside the repo root through the editable install, as from `python pipelines/...`)."""
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def write_docs(section: str, path: Path = DOCS) -> None:
+    """Replace the speed section of docs/benchmarks.md (create the file with its header if missing)."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else DOCS_HEADER
+    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    args = parse()
+    if not args.no_flair and not FLAIR_PYTHON.is_file():
+        sys.exit(f"{FLAIR_PYTHON} not found: run `bash pipelines/flair_env.sh` first (or pass --no-flair)")
+    info = machine()
+    start_load = os.getloadavg()
+    command = "python pipelines/bench_speed.py " + " ".join(sys.argv[1:])
+    with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
+        bench = Bench(args, Path(tmp))
+        for number in range(1, args.rounds + 1):
+            bench.round(number)
+    m = metrics(bench)
+    section = report(bench, info, m, command.strip(), (start_load, os.getloadavg()))
+    print("\n" + section)
+    run_id = log_mlflow(args, info, bench.flair_info, m, section)
+    print(f"logged to MLflow run {run_id} (experiment benchmarks)")
+    if not args.no_docs:
+        write_docs(section)
+        print(f"wrote the speed section of {DOCS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
