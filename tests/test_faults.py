@@ -130,3 +130,28 @@ def test_a_checkpoint_carrying_a_pickled_object_is_refused(tmp_path):
     torch.save({"epoch": 1, "payload": ValueError("code")}, tmp_path / "last.pt")
     with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
         checkpoint.load(tmp_path / "last.pt")
+
+
+def test_metrics_survive_the_store_going_away_mid_run(tmp_path, monkeypatch, capsys):
+    from ner import tracking
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = tracking.TrackingConfig(uri=store, experiment="flaky")
+    log = tracking.MetricLog()
+    previous = mlflow.get_tracking_uri()
+    try:
+        with tracking.run(cfg, "flaky", {}) as active:
+            log.log({"dev_f1": 1.0}, 1)
+            mlflow.set_tracking_uri("http://127.0.0.1:9")  # the store disappears
+            log.log({"dev_f1": 2.0}, 2)
+            log.log({"dev_f1": 3.0}, 3)
+            assert len(log.pending) == 2
+            mlflow.set_tracking_uri(store)  # and comes back
+            log.flush()
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert "tracking store unavailable" in capsys.readouterr().out
+    history = mlflow.MlflowClient(store).get_metric_history(active.info.run_id, "dev_f1")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 2.0), (3, 3.0)]
