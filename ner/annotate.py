@@ -270,51 +270,6 @@ class Prepared:
         return np.asarray(self.sent_lens, dtype=np.int64)
 
 
-class AnnotatorPool:
-    """Runs the model step of an `Annotator` in worker processes, one torch thread each.
-
-    The calling process reads, tokenises, builds records and writes while the workers tag, so the Python work
-    and the model overlap; and single-threaded processes degrade gracefully when other jobs share the cores,
-    where two OpenMP threads in one process can slow down tenfold. Workers are spawned (not forked: forking a
-    process that has used OpenMP can hang) and load the tagger from `folder` themselves.
-    """
-
-    def __init__(self, folder: str, workers: int, **settings):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        context = multiprocessing.get_context("spawn")
-        self.executor = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(folder, settings))
-
-    def submit(self, prepared: Prepared):
-        """A future of (IOB2 ids, the worker's stage seconds) for the tokens of `prepared`."""
-        return self.executor.submit(_worker_tag, prepared.words, prepared.sent_lens)
-
-    def close(self, cancel: bool = False) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=cancel)
-
-
-_WORKER: Annotator | None = None
-
-
-def _start_worker(folder: str, settings: dict) -> None:
-    import signal
-
-    from ner.model_uri import load_folder
-
-    global _WORKER
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
-    torch.set_num_threads(1)
-    _WORKER = Annotator(load_folder(folder, settings.get("device", "cpu")), **settings)
-
-
-def _worker_tag(words: list[str], sent_lens: list[int]) -> tuple[np.ndarray, dict[str, float]]:
-    _WORKER.seconds.clear()
-    with _gc_paused():
-        ids = _WORKER._tag(words, np.asarray(sent_lens, dtype=np.int64))
-    return ids.astype(np.int16), dict(_WORKER.seconds)
-
-
 class _PaddedEncoder:
     """The tagger's recurrent encoder, run on padded batches without packing, with the same result.
 

@@ -23,7 +23,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ner import model_uri, report, spark
-from ner.annotate import MAX_SENTENCE_TOKENS, PRECISIONS, Annotator, AnnotatorPool, Prepared
+from ner.annotate import MAX_SENTENCE_TOKENS, PRECISIONS, Annotator, Prepared
+from ner.annotate_pool import AnnotatorPool
 from ner.conll import DataError
 from ner.tag_io import Document, Plan, Reader, Router, TagError, plan
 
