@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tag import CONLL_TRAIN, _default_model, write_input  # noqa: E402
+from docs_section import replace_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "scale-out.md"
@@ -185,14 +186,7 @@ def _load(values: tuple) -> str:
 
 def write_docs(section: str) -> None:
     """Replace the measured section of docs/scale-out.md (appended if its markers are missing)."""
-    text = DOCS.read_text(encoding="utf-8") if DOCS.is_file() else "# Scale out\n"
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOCS.write_text(text, encoding="utf-8")
+    replace_section(DOCS, BEGIN, END, section, "# Scale out\n")
 
 
 if __name__ == "__main__":

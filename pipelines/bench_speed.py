@@ -49,10 +49,11 @@ from types import SimpleNamespace
 import torch
 from bench_tag import write_input
 from bench_train import bare_lstm, ours
+from docs_section import replace_section
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ner import schemes
+from ner import schemes, tracking
 from ner.batching import Encoded, bucketed
 from ner.data import tag_strings
 from ner.model import Tagger
@@ -530,10 +531,8 @@ def log_mlflow(args: argparse.Namespace, info: dict, fi: dict, m: dict[str, floa
     """One run in experiment `benchmarks` with the machine as params, every number as a metric, the table."""
     import mlflow
 
-    from ner import tracking
-
     cfg = tracking.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="speed", log_model=False)
-    tags = {"benchmark": "speed", "git_commit": git_commit()}
+    tags = {"benchmark": "speed", "git_commit": tracking.git_commit()}
     with tracking.run(cfg, "speed", tags) as active:
         params = {**info, **{f"flair_{k}": v for k, v in fi.items()}}
         params.update({k: v for k, v in vars(args).items() if k not in ("tracking_uri",)})
@@ -543,24 +542,9 @@ def log_mlflow(args: argparse.Namespace, info: dict, fi: dict, m: dict[str, floa
         return active.info.run_id
 
 
-def git_commit() -> str:
-    """HEAD of the repository (not `ner.tracking.git_commit`, which needs `ner.__file__`: None when `ner` is
-    imported from outside the repo root through the editable install, as from `python pipelines/...`)."""
-    proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
-
-
 def write_docs(section: str, path: Path = DOCS) -> None:
     """Replace the speed section of docs/benchmarks.md (create the file with its header if missing)."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else DOCS_HEADER
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    replace_section(path, BEGIN, END, section, DOCS_HEADER)
 
 
 def main() -> None:
