@@ -18,7 +18,7 @@ def predict_ids(
     out: list[list[int]] = [[] for _ in range(len(encoded))]
     lengths = [len(f) for f in encoded.forms]
     with torch.inference_mode():
-        for index in bucketed([n for n in lengths], batch_size, max_tokens=max_tokens):
+        for index in bucketed(lengths, batch_size, max_tokens=max_tokens):
             index = [i for i in index if lengths[i]]
             if not index:
                 continue

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_tag import CONLL_TRAIN, _default_model, write_input  # noqa: E402
+from bench_tag import _default_model, add_input_args, write_input  # noqa: E402
 from docs_section import replace_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,10 +67,7 @@ def main() -> None:
 
 def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="model URI (default: best:ner, else the newest run with a model)")
-    ap.add_argument("--tracking-uri", help="MLflow store (default: ./mlruns/mlflow.db)")
-    ap.add_argument("--tokens", type=int, default=2_000_000, help="input size in tokens (default 2,000,000)")
-    ap.add_argument("--source", type=Path, default=CONLL_TRAIN, help="CoNLL file to detokenise")
+    add_input_args(ap)
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/scale-out.md")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     return ap.parse_args()

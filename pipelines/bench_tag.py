@@ -56,12 +56,17 @@ def main() -> None:
     print_table(result, args)
 
 
-def _parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_input_args(parser: argparse.ArgumentParser) -> None:
+    """The model and input options every tagging benchmark shares (bench_tag, bench_spark)."""
     parser.add_argument("--model", help="model URI (default: best:ner, else the newest run with a model)")
     parser.add_argument("--tracking-uri", help="MLflow store (default: ./mlruns/mlflow.db)")
     parser.add_argument("--tokens", type=int, default=2_000_000, help="input size in tokens (default 2,000,000)")
     parser.add_argument("--source", type=Path, default=CONLL_TRAIN, help="CoNLL file to detokenise")
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_input_args(parser)
     parser.add_argument("--threads", type=int, help="torch threads with --workers 0 (0 = one per core)")
     parser.add_argument("--workers", type=int, help="model worker processes (1 thread each; 0 = none)")
     parser.add_argument("--batch-size", type=int)
