@@ -9,7 +9,7 @@ the per-token Python work small:
 - every distinct word form of the chunk is featurised once (word vector, casing, characters through the char
   encoder) into one feature table, and a batch is a single gather from it;
 - sentences of the whole chunk are sorted by length and batched (`ner.batching.bucketed`), so batches hold
-  near-equal lengths, and run padded, never packed (`_PaddedEncoder`: the fast oneDNN path, same result);
+  near-equal lengths, and run padded, never packed (`ner.recurrent.run_padded`: the fast oneDNN path);
 - Viterbi runs on the whole batch (`ner.crf.CRF.decode`); the BIOES -> IOB2 mapping and the entity spans are
   numpy operations over the chunk (a sentence the tag scheme would not allow, possible only with a softmax head,
   goes through `schemes.convert`, which reads it the conlleval way, so results equal `predict.predict_tags`);
@@ -40,6 +40,7 @@ from ner import schemes
 from ner.batching import MAX_WORD_CHARS, bucketed
 from ner.crf import allowed_transitions
 from ner.model import Tagger
+from ner.recurrent import run_padded
 from ner.tokenize import sentences as split_sentences
 from ner.vocab import casing, word_id
 
@@ -77,7 +78,8 @@ class Annotator:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         self.tagger = self.tagger.to(self.device).eval()
-        self._encoder = _PaddedEncoder(self.tagger.rnn, torch.bfloat16 if self.precision == "bf16" else torch.float32)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self._rnn_weights = {name: p.detach().to(dtype) for name, p in self.tagger.rnn.named_parameters()}
         self._labels = _LabelMap(self.tagger)
         self._chars = _char_lookup(self.tagger.featurizer.chars.stoi)
 
@@ -245,7 +247,8 @@ class Annotator:
 
     def _emissions(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Tag scores (B, T, K) from token features (B, T, D)."""
-        return self.tagger.proj(self._encoder(x, lengths.to(x.device)).float())
+        dtype = self._rnn_weights["weight_ih_l0"].dtype
+        return self.tagger.proj(run_padded(self.tagger.rnn, x.to(dtype), lengths, self._rnn_weights).float())
 
     def _decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
         """Best label ids (B, T): Viterbi over the whole batch, or the argmax for a softmax head."""
@@ -268,51 +271,6 @@ class Prepared:
     @property
     def lengths(self) -> np.ndarray:
         return np.asarray(self.sent_lens, dtype=np.int64)
-
-
-class _PaddedEncoder:
-    """The tagger's recurrent encoder, run on padded batches without packing, with the same result.
-
-    Packed sequences take PyTorch's generic RNN path; a plain padded batch takes the oneDNN kernels, about 20%
-    faster here. Padding at the end never reaches the real positions of a left-to-right pass, so each direction
-    is run as its own one-layer RNN, the backward one on every sentence reversed in place (padding kept at the
-    end) and its output reversed back. Layers are chained the way `nn.LSTM` chains them (no dropout: eval only).
-    """
-
-    def __init__(self, rnn: torch.nn.RNNBase, dtype: torch.dtype):
-        self.bidirectional = rnn.bidirectional
-        self.hidden = rnn.hidden_size
-        self.dtype = dtype
-        directions = ("", "_reverse") if rnn.bidirectional else ("",)
-        self.layers = [[self._single(rnn, layer, suffix) for suffix in directions] for layer in range(rnn.num_layers)]
-
-    def _single(self, rnn: torch.nn.RNNBase, layer: int, suffix: str) -> torch.nn.RNNBase:
-        """Layer `layer`, direction `suffix` of `rnn` as a one-layer, one-direction module of the same cell."""
-        extra = {"nonlinearity": rnn.nonlinearity} if isinstance(rnn, torch.nn.RNN) else {}
-        width = rnn.input_size if layer == 0 else rnn.hidden_size * (2 if rnn.bidirectional else 1)
-        single = type(rnn)(width, rnn.hidden_size, bias=rnn.bias, batch_first=True, **extra)
-        single.load_state_dict({k: getattr(rnn, f"{k[: -len('_l0')]}_l{layer}{suffix}") for k in single.state_dict()})
-        return single.to(device=next(rnn.parameters()).device, dtype=self.dtype).eval()
-
-    def __call__(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.dtype)
-        if not self.bidirectional:
-            for (forward,) in self.layers:
-                x = forward(x)[0]
-            return x
-        batch, steps = x.shape[:2]
-        position = torch.arange(steps, device=x.device)
-        back = torch.where(position < lengths[:, None], lengths[:, None] - 1 - position, position)
-        back = (back + steps * torch.arange(batch, device=x.device)[:, None]).reshape(-1)  # flat row numbers
-        for forward, backward in self.layers:
-            reversed_out = backward(_rows(x, back))[0]
-            x = torch.cat([forward(x)[0], _rows(reversed_out, back)], dim=2)
-        return x
-
-
-def _rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x (B, T, D) with its B*T rows taken in the order of `index`; index_select is ~20x faster than gather."""
-    return x.reshape(-1, x.size(2)).index_select(0, index).view(x.shape)
 
 
 class _LabelMap:

@@ -86,11 +86,7 @@ class CRF(nn.Module):
         return start[tags[:, 0]] + (emit * maskf).sum(1) + (step * maskf[:, 1:]).sum(1) + end[last]
 
     def _log_partition(self, emissions, mask, start, end, trans) -> torch.Tensor:
-        alpha = start + emissions[:, 0]  # (B, K)
-        for t in range(1, emissions.size(1)):
-            nxt = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]  # (B, K)
-            alpha = torch.where(mask[:, t : t + 1], nxt, alpha)
-        return torch.logsumexp(alpha + end, dim=1)
+        return LogPartition.apply(emissions, mask, start, end, trans)
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Best tag ids (B, T) by Viterbi; positions past a sentence's length hold its last tag (ignore them)."""
@@ -109,3 +105,59 @@ class CRF(nn.Module):
                 prev = backpointers[t - 1].gather(1, cur.unsqueeze(1)).squeeze(1)
                 cur = torch.where(mask[:, t], prev, cur)
         return out
+
+
+class LogPartition(torch.autograd.Function):
+    """log Z per sentence by the forward algorithm, with a hand-written backward (forward-backward marginals).
+
+    Why not autograd: it records ~12 small ops per time step and replays them backwards, which made the CRF a
+    fifth of a training step on CPU. The gradient of log Z is the tag marginals (for emissions, start and end)
+    and the pairwise marginals (for transitions); one backward recursion gives them, then a few batched ops.
+    tests/test_crf.py checks it against autograd through the plain recursion.
+    """
+
+    @staticmethod
+    def forward(ctx, emissions, mask, start, end, trans):  # noqa: D102 (B, T, K), (B, T), (K,), (K,), (K, K)
+        steps = emissions.unbind(1)
+        keep = mask.unsqueeze(2).unbind(1)
+        top, exp_trans = _exp(trans)
+        alphas = [start + steps[0]]
+        for t in range(1, len(steps)):
+            # logsumexp_i(alpha_i + trans_ij) as a matrix product in probability space, rescaled at each step
+            alpha = alphas[-1]
+            shift = alpha.amax(1, keepdim=True)
+            nxt = ((alpha - shift).exp() @ exp_trans).log() + (shift + top) + steps[t]
+            alphas.append(torch.where(keep[t], nxt, alpha))
+        alphas = torch.stack(alphas, dim=1)  # (B, T, K); past a sentence's end: its last alpha
+        log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
+        ctx.save_for_backward(emissions, mask, end, trans, alphas, log_z)
+        return log_z
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        emissions, mask, end, trans, alphas, log_z = ctx.saved_tensors
+        keep = mask.unsqueeze(2)
+        betas = [end.expand_as(alphas[:, -1])]  # beta_t: log-score of the rest given tag at t (t >= last: end)
+        top, exp_trans_t = _exp(trans.t())
+        steps, keep_t = emissions.unbind(1), keep.unbind(1)
+        for t in range(emissions.size(1) - 1, 0, -1):
+            after = steps[t] + betas[-1]
+            shift = after.amax(1, keepdim=True)
+            prev = ((after - shift).exp() @ exp_trans_t).log() + (shift + top)
+            betas.append(torch.where(keep_t[t], prev, betas[-1]))
+        betas = torch.stack(betas[::-1], dim=1)  # (B, T, K)
+        scale = grad[:, None, None]
+        unary = (alphas + betas - log_z[:, None, None]).exp() * keep * scale  # P(tag at t) (B, T, K)
+        pair = (
+            alphas[:, :-1].unsqueeze(3) + trans + (emissions[:, 1:] + betas[:, 1:]).unsqueeze(2)
+            - log_z[:, None, None, None]
+        ).exp() * (keep[:, 1:].unsqueeze(3) * scale.unsqueeze(3))  # P(tag t-1 = i, tag t = j) (B, T-1, K, K)
+        last = mask.sum(1) - 1
+        end_marginal = unary[torch.arange(len(last)), last]  # (B, K)
+        return unary, None, unary[:, 0].sum(0), end_marginal.sum(0), pair.sum((0, 1))
+
+
+def _exp(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max, exp(scores - max)): transition scores in probability space without overflow (forbidden ones -> 0)."""
+    top = scores.max()
+    return top, (scores - top).exp()

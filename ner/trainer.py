@@ -75,7 +75,10 @@ class Stop(KeyboardInterrupt):
 def make_optimizer(model: Tagger, cfg: TrainerConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # fused: one kernel per parameter instead of several passes (the step over the word embeddings is not small)
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=cfg.device == "cpu"
+    )
 
 
 @dataclass
@@ -226,7 +229,7 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip, foreach=True)
         optimizer.step()
         if should_stop():
             raise Stop(f"stopped during epoch {epoch}; resume with trainer.resume=<run_id>")

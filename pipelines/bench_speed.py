@@ -30,10 +30,8 @@ docs/benchmarks.md. Not a test: it takes several minutes and its numbers depend 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import random
 import re
 import subprocess
@@ -49,7 +47,7 @@ from types import SimpleNamespace
 import torch
 from bench_tag import write_input
 from bench_train import bare_lstm, ours
-from docs_section import replace_section
+from docs_section import machine, replace_section
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -158,25 +156,6 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     ap.add_argument("--no-flair", action="store_true", help="skip Flair (e.g. .venv-flair missing): no ratios")
     return ap.parse_args()
-
-
-def machine() -> dict:
-    """CPU model, cores, torch and Python versions, date: printed with the tables and logged as params."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-    }
 
 
 def prepare(name: str, overrides: list[str], sentences: int, threads: int) -> Ours:

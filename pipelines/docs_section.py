@@ -1,8 +1,16 @@
-"""Benchmarks write their tables into docs between markers, so a rerun replaces its own section and no other."""
+"""What every benchmark report shares: the machine it ran on, and its section of docs/benchmarks.md.
+
+Benchmarks write their tables between markers, so a rerun replaces its own section and no other.
+"""
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
 from pathlib import Path
+
+import torch
 
 
 def replace_section(path: Path, begin: str, end: str, section: str, header: str) -> None:
@@ -16,3 +24,22 @@ def replace_section(path: Path, begin: str, end: str, section: str, header: str)
         text = text.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def machine() -> dict:
+    """CPU model, cores, torch and Python versions, date: printed with the tables and logged as params."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+    }

@@ -80,3 +80,47 @@ def test_buckets_cover_every_sentence_once_and_respect_the_token_cap():
     batches = bucketed(lengths, batch_size=3, max_tokens=30)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert all(len(b) <= 3 and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 30) for b in batches)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize(("bidirectional", "layers"), [(True, 1), (True, 2), (False, 2)])
+def test_the_padded_encoder_gives_the_packed_outputs_and_gradients(cell, bidirectional, layers):
+    """Each direction run on padded rows (the backward one on reversed rows) gives what packing gives."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from ner.model import CELLS
+    from ner.recurrent import run_padded
+
+    torch.manual_seed(0)
+    rnn = CELLS[cell](5, 4, num_layers=layers, bidirectional=bidirectional, batch_first=True)
+    lengths = torch.tensor([6, 6, 3, 1])
+    x = torch.randn(4, 6, 5)
+    mask = (torch.arange(6) < lengths[:, None]).unsqueeze(2)
+    weight = torch.randn(4, 6, 4 * (2 if bidirectional else 1))  # a loss that reads every real position
+
+    def outputs_and_grads(run):
+        rnn.zero_grad()
+        out = run() * mask
+        (out * weight).sum().backward()
+        return out.detach(), [p.grad.clone() for p in rnn.parameters()]
+
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    expected, expected_grads = outputs_and_grads(
+        lambda: pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=6)[0]
+    )
+    got, grads = outputs_and_grads(lambda: run_padded(rnn, x, lengths))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    for g, e in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_sentence_dropout_drops_the_same_features_at_every_position():
+    from ner.model import SentenceDropout
+
+    torch.manual_seed(0)
+    drop = SentenceDropout(0.5).train()
+    out = drop(torch.ones(3, 7, 50))
+    assert set(out.unique().tolist()) == {0.0, 2.0}
+    assert torch.equal(out, out[:, :1].expand_as(out))  # one mask per sentence
+    assert not torch.equal(out[0], out[1])  # a different one per sentence
+    assert torch.equal(drop.eval()(torch.ones(3, 7, 50)), torch.ones(3, 7, 50))

@@ -328,27 +328,6 @@ def test_annotator_equals_the_reference_path_for_the_trained_model(tiny_model_di
         Annotator(tagger, precision="int3")
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize(("bidirectional", "layers"), [(True, 1), (True, 2), (False, 2)])
-def test_the_padded_encoder_equals_the_packed_one(cell, bidirectional, layers):
-    """Each direction run on padded rows (the backward one on reversed rows) gives what packing gives."""
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-    from ner.annotate import _PaddedEncoder
-    from ner.model import CELLS
-
-    torch.manual_seed(0)
-    rnn = CELLS[cell](5, 4, num_layers=layers, bidirectional=bidirectional, batch_first=True).eval()
-    lengths = torch.tensor([6, 6, 3, 1])
-    x = torch.randn(4, 6, 5)
-    with torch.inference_mode():
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        expected = pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=6)[0]
-        got = _PaddedEncoder(rnn, torch.float32)(x, lengths)
-    mask = (torch.arange(6) < lengths[:, None]).unsqueeze(2)
-    torch.testing.assert_close(got * mask, expected, rtol=1e-5, atol=1e-6)
-
-
 def test_annotate_tokens_builds_a_text_that_the_offsets_slice(tiny_model_dir):  # noqa: F811
     annotator = Annotator(load_folder(tiny_model_dir))
     docs = [[["Angela", "Merkel", "visited", "Paris", "."], [], ["Peter", "left", "."]], []]

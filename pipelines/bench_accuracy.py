@@ -1,0 +1,194 @@
+"""Accuracy on CoNLL-2003 over several seeds, next to the published BiLSTM anchors (GitHub issue 5, benchmark 1).
+
+    python pipelines/bench_accuracy.py                                  # the default config, seeds 1,2,3
+    python pipelines/bench_accuracy.py --config no-variational:1,2="model.variational_dropout=false"
+    python pipelines/bench_accuracy.py --parallel 1 --threads 2         # one run at a time, both cores each
+
+Every run is a real `python -m ner.train` in its own process (its whole config, metrics and model go to MLflow
+experiment `accuracy`), `--parallel` of them at a time with `--threads` torch threads each: on a 2-core machine two
+1-thread runs make the best use of the cores, and each still trains within the config's 30-minute budget. When all
+have ended, the table (per run, then mean ± sample std per config) is printed, logged as a run of experiment
+`benchmarks` and written between the `accuracy` markers of docs/benchmarks.md (unless --no-docs).
+
+`--config NAME[:SEEDS]="overrides"` (repeatable) adds a config, e.g. an ablation, run on SEEDS (default: --seeds);
+`default` (no overrides) is always run, first, unless --no-default. Test F1 is entity-level, seqeval's default
+(conlleval-compatible) mode; "strict" is its strict mode. Not a test: 3 seeds take about an hour on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from docs_section import machine, replace_section
+
+from ner import tracking
+from ner.sweep import fmt, mean_std
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
+ANCHORS = {"Lample et al. 2016": 90.94, "Ma & Hovy 2016": 91.21, "NCRF++ (Yang & Zhang 2018)": 91.35}
+TARGETS = {"best": 91.5, "mean": 91.2, "minutes": 30.0}
+COLUMNS = ("test_f1", "test_f1_strict", "best_dev_f1", "epochs", "best_epoch", "train_minutes")
+
+
+@dataclass
+class Job:
+    config: str
+    overrides: list[str]
+    seed: int
+    log: Path
+    run_id: str = ""
+    returncode: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    wall_minutes: float = 0.0
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="1,2,3", help="comma-separated seeds, one run per seed and config")
+    ap.add_argument("--parallel", type=int, default=2, help="runs at a time")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--config", action="append", default=[], metavar='NAME[:SEEDS]="k=v k=v"', help="an extra config")
+    ap.add_argument("--no-default", action="store_true", help="run only the --config configs")
+    ap.add_argument("--experiment", default="accuracy", help="MLflow experiment of the training runs")
+    ap.add_argument("--tracking-uri", help="MLflow store (default: the project store, ./mlruns/mlflow.db)")
+    ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.max_minutes=30")
+    return ap.parse_args()
+
+
+def plan(args: argparse.Namespace, logs: Path) -> list[Job]:
+    """The runs in order: the default config's seeds first, then each --config's (NAME:SEEDS limits its seeds)."""
+    seeds = [int(s) for s in args.seeds.split(",")]
+    configs = [] if args.no_default else [("default", seeds, [])]
+    for item in args.config:
+        name, sep, overrides = item.partition("=")
+        name, _, own_seeds = name.partition(":")
+        if not sep or not name:
+            sys.exit(f'--config {item!r}: expected NAME[:SEEDS]="key=value ..."')
+        configs.append((name, [int(s) for s in own_seeds.split(",")] if own_seeds else seeds, shlex.split(overrides)))
+    return [Job(name, over, s, logs / f"{name}-s{s}.log") for name, seeds, over in configs for s in seeds]
+
+
+def run(job: Job, args: argparse.Namespace) -> Job:
+    """One training in a child process; its run id is read from the line `ner.train` prints when it starts."""
+    command = [
+        sys.executable, "-m", "ner.train",
+        f"seed={job.seed}", f"trainer.threads={args.threads}", "trainer.progress=false",
+        f"tracking.experiment={args.experiment}", f"tracking.run_name={job.config}-s{job.seed}",
+        *([f"tracking.uri={args.tracking_uri}"] if args.tracking_uri else []),
+        *args.overrides, *job.overrides,
+    ]  # fmt: skip
+    start = time.perf_counter()
+    with job.log.open("w") as log:
+        job.returncode = subprocess.call(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    job.wall_minutes = (time.perf_counter() - start) / 60
+    found = re.search(r"^MLflow run ([0-9a-f]{32}) ", job.log.read_text(errors="replace"), re.MULTILINE)
+    job.run_id = found.group(1) if found else ""
+    status = "ok" if job.returncode == 0 else f"FAILED (exit {job.returncode}, log {job.log})"
+    print(f"{job.config} seed {job.seed}: {status}, {job.wall_minutes:.1f} min, run {job.run_id}", flush=True)
+    return job
+
+
+def fetch_metrics(jobs: list[Job]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    for job in jobs:
+        if job.run_id:
+            job.metrics = dict(client.get_run(job.run_id).data.metrics)
+
+
+def report(jobs: list[Job], info: dict, command: str) -> tuple[str, dict[str, float]]:
+    """The Markdown section: machine and command, every run, mean ± std per config, anchors and targets."""
+    head = [
+        f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores), torch {info['torch']}, "
+        f"Python {info['python']}.",
+        "",
+        f"    {command}",
+        "",
+        "| config | seed | test F1 | test F1 strict | dev F1 | epochs | best epoch | training min | MLflow run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for j in jobs:
+        m = j.metrics
+        cells = [f"{m[c]:.2f}" if c in m and c != "epochs" and c != "best_epoch" else str(int(m.get(c, -1)))
+                 for c in COLUMNS]  # fmt: skip
+        head.append(f"| {j.config} | {j.seed} | {' | '.join(cells)} | `{j.run_id[:8] or 'failed'}` |")
+    head += ["", "| config | runs | test F1 mean ± std | strict mean ± std | dev F1 mean ± std | best test F1 |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    summary: dict[str, float] = {}
+    for name in dict.fromkeys(j.config for j in jobs):
+        done = [j.metrics for j in jobs if j.config == name and "test_f1" in j.metrics]
+        if not done:
+            head.append(f"| {name} | 0 | | | | |")
+            continue
+        stats = {c: mean_std([m[c] for m in done]) for c in ("test_f1", "test_f1_strict", "best_dev_f1")}
+        best = max(m["test_f1"] for m in done)
+        summary.update({f"{name}_{c}_mean": s[0] for c, s in stats.items()})
+        summary.update({f"{name}_test_f1_std": stats["test_f1"][1], f"{name}_test_f1_best": best})
+        summary[f"{name}_train_minutes_max"] = max(m["train_minutes"] for m in done)
+        cells = " | ".join(fmt(*stats[c]) for c in ("test_f1", "test_f1_strict", "best_dev_f1"))
+        head.append(f"| {name} | {len(done)} | {cells} | {best:.2f} |")
+    anchors = ", ".join(f"{k} {v:.2f}" for k, v in ANCHORS.items())
+    head += ["", f"Published anchors (CoNLL-2003 test, entity F1): {anchors}."]
+    if "default_test_f1_best" in summary:
+        best, mean = summary["default_test_f1_best"], summary["default_test_f1_mean"]
+        minutes = summary["default_train_minutes_max"]
+        verdict = [
+            f"best {best:.2f} vs ≥ {TARGETS['best']}: {'met' if best >= TARGETS['best'] else 'not met'}",
+            f"mean {mean:.2f} vs ≥ {TARGETS['mean']}: {'met' if mean >= TARGETS['mean'] else 'not met'}",
+            f"longest training {minutes:.1f} min vs ≤ {TARGETS['minutes']:.0f}: "
+            f"{'met' if minutes <= TARGETS['minutes'] else 'not met'}",
+        ]
+        head.append("Targets (default config): " + "; ".join(verdict) + ".")
+    return "\n".join(head), summary
+
+
+def log_mlflow(args: argparse.Namespace, info: dict, jobs: list[Job], summary: dict, section: str) -> str:
+    import mlflow
+
+    cfg = tracking.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="accuracy", log_model=False)
+    with tracking.run(cfg, "accuracy", {"benchmark": "accuracy", "git_commit": tracking.git_commit()}) as active:
+        mlflow.log_params({**{k: str(v) for k, v in info.items()}, "seeds": args.seeds, "parallel": args.parallel,
+                           "threads": args.threads, "runs": " ".join(j.run_id for j in jobs)})  # fmt: skip
+        mlflow.log_metrics(summary)
+        mlflow.log_text(section, "accuracy.md")
+        return active.info.run_id
+
+
+def main() -> None:
+    args = parse()
+    info = machine()
+    command = "python pipelines/bench_accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    tracking.connect(tracking.TrackingConfig(uri=args.tracking_uri, experiment=args.experiment))
+    with tempfile.TemporaryDirectory(prefix="bench-accuracy-") as tmp:
+        logs = Path(os.environ.get("BENCH_LOG_DIR", tmp))
+        jobs = plan(args, logs)
+        with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+            jobs = list(pool.map(lambda j: run(j, args), jobs))
+        fetch_metrics(jobs)
+        for j in jobs:
+            if j.returncode != 0:
+                print(f"--- {j.log.name} (last lines)\n" + "\n".join(j.log.read_text().splitlines()[-15:]))
+    section, summary = report(jobs, info, command.strip())
+    print("\n" + section)
+    print(f"logged to MLflow run {log_mlflow(args, info, jobs, summary, section)} (experiment benchmarks)")
+    if not args.no_docs:
+        replace_section(DOCS, BEGIN, END, "## Accuracy (issue 5, benchmark 1)\n\n" + section, "# Benchmarks\n")
+        print(f"wrote the accuracy section of {DOCS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
