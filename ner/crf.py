@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from ner.schemes import split_tag
 
@@ -111,42 +112,35 @@ class LogPartition(torch.autograd.Function):
     """log Z per sentence by the forward algorithm, with a hand-written backward (forward-backward marginals).
 
     Why not autograd: it records ~12 small ops per time step and replays them backwards, which made the CRF a
-    fifth of a training step on CPU. The gradient of log Z is the tag marginals (for emissions, start and end)
-    and the pairwise marginals (for transitions); one backward recursion gives them, then a few batched ops.
-    tests/test_crf.py checks it against autograd through the plain recursion.
+    fifth of a training step on CPU. Each step is a matrix product in probability space, rescaled by the best
+    score so far. In float32, exp() underflows past a score gap of ~87: when that leaves a tag unreachable (an
+    infinite score), the batch is redone in float64 (gap ~700). The gradient of log Z is the tag marginals (for
+    emissions, start and end) and the pairwise marginals (for transitions): one backward recursion gives them.
+    tests/test_crf.py checks values and gradients against autograd through the plain logsumexp recursion.
     """
 
     @staticmethod
     def forward(ctx, emissions, mask, start, end, trans):  # noqa: D102 (B, T, K), (B, T), (K,), (K,), (K, K)
-        steps = emissions.unbind(1)
-        keep = mask.unsqueeze(2).unbind(1)
-        top, exp_trans = _exp(trans)
-        alphas = [start + steps[0]]
-        for t in range(1, len(steps)):
-            # logsumexp_i(alpha_i + trans_ij) as a matrix product in probability space, rescaled at each step
-            alpha = alphas[-1]
-            shift = alpha.amax(1, keepdim=True)
-            nxt = ((alpha - shift).exp() @ exp_trans).log() + (shift + top) + steps[t]
-            alphas.append(torch.where(keep[t], nxt, alpha))
-        alphas = torch.stack(alphas, dim=1)  # (B, T, K); past a sentence's end: its last alpha
-        log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)
-        ctx.save_for_backward(emissions, mask, end, trans, alphas, log_z)
-        return log_z
+        ctx.dtypes = emissions.dtype, start.dtype
+        scores = emissions.masked_fill(~mask.unsqueeze(2), 0.0), start, end, trans  # past the end: 0, never junk
+        alphas, log_z = _alphas(mask, *scores)
+        if not bool(torch.isfinite(alphas).all()):
+            scores = tuple(x.double() for x in scores)
+            alphas, log_z = _alphas(mask, *scores)
+        ctx.save_for_backward(mask, *scores, alphas, log_z)
+        return log_z.to(emissions.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):  # noqa: D102
-        emissions, mask, end, trans, alphas, log_z = ctx.saved_tensors
+        mask, emissions, start, end, trans, alphas, log_z = ctx.saved_tensors
+        betas = _betas(mask, emissions, end, trans)
+        if not bool(torch.isfinite(betas).all()):
+            emissions, start, end, trans = (x.double() for x in (emissions, start, end, trans))
+            alphas, log_z = _alphas(mask, emissions, start, end, trans)
+            betas = _betas(mask, emissions, end, trans)
         keep = mask.unsqueeze(2)
-        betas = [end.expand_as(alphas[:, -1])]  # beta_t: log-score of the rest given tag at t (t >= last: end)
-        top, exp_trans_t = _exp(trans.t())
-        steps, keep_t = emissions.unbind(1), keep.unbind(1)
-        for t in range(emissions.size(1) - 1, 0, -1):
-            after = steps[t] + betas[-1]
-            shift = after.amax(1, keepdim=True)
-            prev = ((after - shift).exp() @ exp_trans_t).log() + (shift + top)
-            betas.append(torch.where(keep_t[t], prev, betas[-1]))
-        betas = torch.stack(betas[::-1], dim=1)  # (B, T, K)
-        scale = grad[:, None, None]
+        scale = grad.to(alphas.dtype)[:, None, None]
         unary = (alphas + betas - log_z[:, None, None]).exp() * keep * scale  # P(tag at t) (B, T, K)
         pair = (
             alphas[:, :-1].unsqueeze(3) + trans + (emissions[:, 1:] + betas[:, 1:]).unsqueeze(2)
@@ -154,7 +148,36 @@ class LogPartition(torch.autograd.Function):
         ).exp() * (keep[:, 1:].unsqueeze(3) * scale.unsqueeze(3))  # P(tag t-1 = i, tag t = j) (B, T-1, K, K)
         last = mask.sum(1) - 1
         end_marginal = unary[torch.arange(len(last)), last]  # (B, K)
-        return unary, None, unary[:, 0].sum(0), end_marginal.sum(0), pair.sum((0, 1))
+        emission_dtype, param_dtype = ctx.dtypes
+        grads = unary[:, 0].sum(0), end_marginal.sum(0), pair.sum((0, 1))
+        return unary.to(emission_dtype), None, *(g.to(param_dtype) for g in grads)
+
+
+def _alphas(mask, emissions, start, end, trans) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward scores (B, T, K) (past a sentence's end: its last ones) and log Z (B,)."""
+    steps, keep = emissions.unbind(1), mask.unsqueeze(2).unbind(1)
+    top, exp_trans = _exp(trans)
+    alphas = [start + steps[0]]
+    for t in range(1, len(steps)):
+        alpha = alphas[-1]
+        shift = alpha.amax(1, keepdim=True)
+        nxt = ((alpha - shift).exp() @ exp_trans).log() + (shift + top) + steps[t]  # logsumexp_i(alpha_i + trans_ij)
+        alphas.append(torch.where(keep[t], nxt, alpha))
+    alphas = torch.stack(alphas, dim=1)
+    return alphas, torch.logsumexp(alphas[:, -1] + end, dim=1)
+
+
+def _betas(mask, emissions, end, trans) -> torch.Tensor:
+    """Backward scores (B, T, K): beta_t = log-score of the rest of the sentence given the tag at t."""
+    steps, keep = emissions.unbind(1), mask.unsqueeze(2).unbind(1)
+    top, exp_trans_t = _exp(trans.t())
+    betas = [end.expand_as(steps[-1])]  # at and after each sentence's last position: the end scores
+    for t in range(len(steps) - 1, 0, -1):
+        after = steps[t] + betas[-1]
+        shift = after.amax(1, keepdim=True)
+        prev = ((after - shift).exp() @ exp_trans_t).log() + (shift + top)
+        betas.append(torch.where(keep[t], prev, betas[-1]))
+    return torch.stack(betas[::-1], dim=1)
 
 
 def _exp(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,6 +51,9 @@ class ModelConfig:
                 raise ValueError(f"model.{key}={value!r} is not one of {', '.join(allowed)}")
         if self.num_layers < 1 or self.hidden_size < 1:
             raise ValueError("model.num_layers and model.hidden_size must be >= 1")
+        for key in ("dropout", "word_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"model.{key}={getattr(self, key)} must be in [0, 1)")
 
 
 class CharCNN(nn.Module):

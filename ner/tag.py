@@ -42,6 +42,7 @@ class TagConfig:
     one_per_line: bool = False
     output_format: str = "jsonl"
     on_decode_error: str = "error"
+    max_document_mb: float = 64.0
     resume: bool = False
     batch_size: int = 128
     max_tokens: int = 20_000
@@ -66,6 +67,8 @@ class TagConfig:
                 raise TagError(f"{name}={getattr(self, name)} must be >= 1")
         if self.threads < 0 or self.workers < 0:
             raise TagError("threads and workers must be >= 0")
+        if not self.max_document_mb > 0:
+            raise TagError(f"max_document_mb={self.max_document_mb} must be > 0")
         if self.precision not in PRECISIONS:
             raise TagError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.engine not in ("local", "spark"):
@@ -117,7 +120,7 @@ def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tup
     seconds = annotator.seconds
     seconds["load"] = time.perf_counter() - tick
     gc.freeze()  # the model and its vocabularies live to the end: keep them out of every garbage collection
-    reader = Reader(cfg.input_format, cfg.one_per_line, cfg.on_decode_error)
+    reader = Reader(cfg.input_format, cfg.one_per_line, cfg.on_decode_error, int(cfg.max_document_mb * 2**20))
     router = Router(work.targets, cfg.output_format, cfg.resume_settings(), durable=not work.folder_output)
     scorer = Scorer()
     bar = _progress_bar(total, cfg.progress)

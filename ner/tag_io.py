@@ -9,7 +9,9 @@ whitespace-separated column file: token first, gold tag last (optional), a blank
 `-DOCSTART-` lines between documents (a file without them is one document, or none if it has no tokens).
 Invalid UTF-8 stops the run with the file and byte offset, unless `on_decode_error=replace`. In a folder or
 glob, a file with a NUL byte in its first 8 KiB is binary (git's rule): it is skipped and reported. A file
-named alone is always read as text.
+named alone is always read as text. A document is held in memory whole, with its record, so one over
+`max_document_mb` (a whole file, or one line with `one_per_line`) stops the run, named, before it is read: a big
+file is tagged with `one_per_line=true`, which streams it in chunks (a 1 GB file runs in flat memory).
 
 Writing. Every document gives exactly one record, in input order (`jsonl`: one line; `conll`: a `-DOCSTART-`
 line, then the sentences; `spans`: one row per entity, so a document without entities has no rows there).
@@ -205,6 +207,7 @@ class Reader:
     input_format: str = "text"
     one_per_line: bool = False
     on_decode_error: str = "error"
+    max_document_bytes: int = 64 << 20  # one document is held in memory whole, with its record: this bounds it
     decode_errors: int = 0  # documents in which undecodable bytes were replaced
 
     def __post_init__(self) -> None:
@@ -246,13 +249,25 @@ class Reader:
         return self._whole(path, target)
 
     def _whole(self, path: Path, target: int) -> Iterator[Document]:
+        size = path.stat().st_size
+        if size > self.max_document_bytes:
+            raise TagError(
+                f"{path}: {size:,} bytes is too big for one document (max_document_mb="
+                f"{self.max_document_bytes / 2**20:g}); tag it with one_per_line=true (streamed, bounded memory), "
+                "split it, or raise max_document_mb"
+            )
         raw = path.read_bytes()
         yield Document(target, str(path), 0, len(raw), text=self._decode(raw, path, 0, None))
 
     def _lines(self, path: Path, target: int) -> Iterator[Document]:
-        offset = 0
+        offset, limit = 0, self.max_document_bytes
         with open(path, "rb") as f:
-            for index, raw in enumerate(f):
+            for index, raw in enumerate(iter(lambda: f.readline(limit + 1), b"")):
+                if len(raw) > limit and not raw.endswith(b"\n"):  # a 1 GB line never enters memory whole
+                    raise TagError(
+                        f"{path}:{index + 1}: the line is longer than max_document_mb={limit / 2**20:g} "
+                        "(one document per line); split it, or raise max_document_mb"
+                    )
                 line = raw[:-1] if raw.endswith(b"\n") else raw
                 line = line[:-1] if line.endswith(b"\r") else line
                 text = self._decode(line, path, offset, index + 1)

@@ -35,6 +35,13 @@ class TrackingConfig:
     log_model: bool = True  # log the pyfunc model
     grad_profile_every: int = 1  # gradient-vs-distance profile every N epochs (ner/gradients.py); 0 = off
 
+    def __post_init__(self) -> None:  # Hydra reads `tracking.experiment=2024` as an int and `=nan` as a float
+        if self.experiment is None or self.experiment == "":
+            raise ValueError("tracking.experiment needs a name (quote names Hydra would read otherwise: '\"2024.10\"')")
+        self.experiment = str(self.experiment)
+        self.run_name = None if self.run_name is None else str(self.run_name)
+        self.register_as = None if self.register_as is None else str(self.register_as)
+
 
 def default_store(root: str | Path = ".") -> tuple[str, str]:
     """(tracking URI, artifact root) of the project store under `root`/mlruns, both absolute."""

@@ -123,7 +123,7 @@ def report(jobs: list[Job], info: dict, command: str) -> tuple[str, dict[str, fl
     ]
     for j in jobs:
         m = j.metrics
-        cells = [f"{m[c]:.2f}" if c in m and c != "epochs" and c != "best_epoch" else str(int(m.get(c, -1)))
+        cells = ["" if c not in m else str(int(m[c])) if c in ("epochs", "best_epoch") else f"{m[c]:.2f}"
                  for c in COLUMNS]  # fmt: skip
         head.append(f"| {j.config} | {j.seed} | {' | '.join(cells)} | `{j.run_id[:8] or 'failed'}` |")
     head += ["", "| config | runs | test F1 mean ± std | strict mean ± std | dev F1 mean ± std | best test F1 |",

@@ -73,6 +73,10 @@ says the machine, the command and the date; the machines are shared, so each als
 
 - `speed` (`pipelines/bench_speed.py`, GitHub issue 5, benchmarks 2 and 3): training and tagging tokens/s of our
   tagger against Flair's `SequenceTagger` of the same size on the same data, and against a bare `nn.LSTM`.
+- `accuracy` (`pipelines/bench_accuracy.py`, issue 5, benchmark 1): CoNLL-2003 test F1 over seeds, with the
+  ablations, next to the published BiLSTM results.
+- `scaling` (`pipelines/bench_scaling.py`, issue 5, benchmark 4): training-epoch and tagging time against corpus
+  size and sentence length, with `scaling.png`.
 """
 TARGETS = {"train_vs_flair": 2.0, "train_vs_ceiling": 0.5, "tag_vs_flair": 5.0, "tag_tokens_per_s": 100_000}
 CEILING_OF = {  # training row -> the bare nn.LSTM row of its sizes
@@ -462,9 +466,9 @@ gradient clip {cnn.trainer.clip}
 \\* trainable parameters without the word-vector table (ours fine-tunes the rows of training words, Flair keeps
 GloVe frozen, its default). "vs ceiling" divides by the bare `nn.LSTM` of the row's own input size
 (`pipelines/bench_train.py`); Flair's char encoder is a BiLSTM (30 + 30) while ours defaults to a CNN (30
-filters), so the `char_encoder=lstm` row is the like-for-like one; ours also has a 10-d casing feature. Ours
-packs the batches whose sentences differ in length ({sample_packed:.0%} of the sample's tokens; {epoch_packed:.0%}
-in a full CoNLL-2003 epoch, whose length buckets are fuller); the ceiling never packs. "tokens/CPU-s": tokens per
+filters), so the `char_encoder=lstm` row is the like-for-like one; ours also has a 10-d casing feature. Batches
+whose sentences differ in length ({sample_packed:.0%} of the sample's tokens; {epoch_packed:.0%} in a full
+CoNLL-2003 epoch) run padded, one direction at a time (`ner/recurrent.py`), never packed. "tokens/CPU-s": tokens per
 CPU-second of the measuring process (all its threads), which other jobs on the cores move far less than the wall
 clock; its ratios are the steadier ones on a shared machine.
 

@@ -2,6 +2,7 @@
 
     python pipelines/bench_tag.py                          # best:ner, or the newest run with a model in ./mlruns
     python pipelines/bench_tag.py --model runs:/<id>/model --tokens 2000000 --threads 2
+    python pipelines/bench_tag.py --mib 1024 --model <small model>    # a 1 GiB file: memory stays flat
 
 The input is the CoNLL-2003 training text, detokenised to one news article per line and repeated until it holds
 `--tokens` tokens; `python -m ner.tag ... one_per_line=true` is then run on it in a child process (so that the
@@ -50,7 +51,7 @@ def main() -> None:
     model = args.model or _default_model(args.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="bench-tag-") as tmp:
         source = Path(tmp) / "news.txt"
-        tokens = write_input(source, args.tokens, args.source)
+        tokens = write_input(source, args.tokens, args.source, args.mib * 2**20 if args.mib else None)
         print(f"input: {source.stat().st_size / 2**20:.1f} MiB, {tokens:,} CoNLL tokens, model {model}", flush=True)
         result = _run_child(args, model, source, Path(tmp) / "out")
     print_table(result, args)
@@ -61,6 +62,7 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model URI (default: best:ner, else the newest run with a model)")
     parser.add_argument("--tracking-uri", help="MLflow store (default: ./mlruns/mlflow.db)")
     parser.add_argument("--tokens", type=int, default=2_000_000, help="input size in tokens (default 2,000,000)")
+    parser.add_argument("--mib", type=float, help="input size in MiB instead of tokens, e.g. 1024 for 1 GiB")
     parser.add_argument("--source", type=Path, default=CONLL_TRAIN, help="CoNLL file to detokenise")
 
 
@@ -84,23 +86,24 @@ def _parse() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def write_input(path: Path, tokens: int, source: Path) -> int:
-    """One detokenised CoNLL-2003 article per line, repeated to at least `tokens` tokens; returns the count."""
+def write_input(path: Path, tokens: int, source: Path, size: float | None = None) -> int:
+    """One detokenised CoNLL-2003 article per line, repeated to at least `tokens` tokens (or `size` bytes, if
+    given); returns the token count."""
     if not source.is_file():
         sys.exit(f"{source} not found: pass --source <CoNLL file> (the CoNLL-2003 train split is the default)")
-    articles, sizes = _articles(source)
-    total = 0
+    articles, sizes = conll_articles(source)
+    total, written = 0, 0
     with open(path, "w", encoding="utf-8") as f:
-        while total < tokens:
+        while (written < size) if size else (total < tokens):
             for line, n in zip(articles, sizes, strict=True):
-                f.write(line + "\n")
+                written += f.write(line + "\n")  # characters: the text is ASCII but for a few names
                 total += n
-                if total >= tokens:
+                if (written >= size) if size else (total >= tokens):
                     break
     return total
 
 
-def _articles(source: Path) -> tuple[list[str], list[int]]:
+def conll_articles(source: Path) -> tuple[list[str], list[int]]:
     articles, sizes, current, sentence = [], [], [], []
     for line in source.read_text(encoding="utf-8").splitlines() + ["-DOCSTART-"]:
         cols = line.split()

@@ -95,3 +95,41 @@ def test_batched_decode_equals_one_by_one():
         n = int(lengths[b])
         single = crf.decode(emissions[b : b + 1, :n], torch.ones(1, n, dtype=torch.bool))
         assert batched[b, :n].tolist() == single[0].tolist()
+
+
+def _log_partition_by_autograd(emissions, mask, start, end, trans):
+    """The plain logsumexp recursion, differentiated by autograd: the reference for the hand-written backward."""
+    alpha = start + emissions[:, 0]
+    for t in range(1, emissions.size(1)):
+        nxt = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
+        alpha = torch.where(mask[:, t : t + 1], nxt, alpha)
+    return torch.logsumexp(alpha + end, dim=1)
+
+
+@pytest.mark.parametrize("scale", [1.0, 60.0])  # 60: score gaps past what exp() survives in float32
+def test_log_partition_values_and_gradients_match_autograd(scale):
+    from ner.crf import NEG, LogPartition
+
+    torch.manual_seed(0)
+    b, t, k = 4, 7, 6
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] + [0] * 6, [1] * 6 + [0]], dtype=torch.bool)
+    emissions = torch.randn(b, t, k) * scale
+    emissions[~mask] = 1e4  # junk past each sentence's end must not leak into values or gradients
+    trans = torch.randn(k, k) * scale
+    trans[0, 1] = trans[2, :] = NEG  # forbidden transitions, as the tag scheme makes them
+    start, end = torch.randn(k), torch.randn(k)
+    weight = torch.randn(b)
+
+    def run(fn, dtype):
+        leaves = [x.to(dtype).requires_grad_() for x in (emissions, start, end, trans)]
+        e, s, n, tr = leaves
+        value = fn(e.masked_fill(~mask.unsqueeze(2), 0) if fn is _log_partition_by_autograd else e, mask, s, n, tr)
+        (value * weight.to(dtype)).sum().backward()
+        return value.detach().double(), [x.grad.double() for x in leaves]
+
+    expected, expected_grads = run(_log_partition_by_autograd, torch.float64)
+    got, grads = run(LogPartition.apply, torch.float32)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-3)
+    for g, e in zip(grads, expected_grads, strict=True):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ner import checkpoint
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, compose_train
 
 pytestmark = pytest.mark.slow
 
@@ -99,6 +99,37 @@ def test_sigterm_stops_at_the_next_batch_keeps_a_checkpoint_and_marks_the_run_ki
     _, run = final_run(tmp_path, "term")
     assert run.info.status == "KILLED"
     assert checkpoint.load(path)["epoch"] >= 1
+
+
+def test_a_loss_turning_nan_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    """Fault injection: from epoch 3 on the loss is NaN, as a diverging run would make it."""
+    from ner import trainer
+    from ner.train import train
+
+    real_epoch = trainer.train_epoch
+
+    def diverging_epoch(model, *args, **kwargs):
+        if args[5] >= 3:  # the epoch number
+            monkeypatch.setattr(model, "loss", lambda batch: torch.tensor(float("nan")))
+        return real_epoch(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_epoch", diverging_epoch)
+    cfg = compose_train(
+        tmp_path,
+        "tracking.experiment=diverging",
+        f"trainer.checkpoint_dir={tmp_path / 'ckpt'}",
+        "trainer.max_epochs=6",
+        "trainer.patience=0",
+        "tracking.log_model=false",
+    )
+    with pytest.raises(FloatingPointError, match="loss became nan at epoch 3, batch 1; the last good checkpoint"):
+        train(cfg)
+    client, run = final_run(tmp_path, "diverging")
+    assert run.info.status == "FAILED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "dev_f1")] == [1, 2]
+    state = checkpoint.load(tmp_path / "ckpt" / run.info.run_id / "last.pt")
+    assert state["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
 def test_unreachable_tracking_server_fails_within_seconds(tmp_path):

@@ -251,6 +251,31 @@ def test_user_errors_are_tag_errors(tiny_model_dir, tmp_path, overrides, message
         run_tag(**{k: v for k, v in args.items() if v is not None})
 
 
+def test_a_100000_token_sentence_is_tagged_in_bounded_pieces_losing_nothing(tiny_model_dir, tmp_path):  # noqa: F811
+    words = ("Peter visited Paris on Monday ,".split() * 16_667)[:100_000]
+    (tmp_path / "long.txt").write_text(" ".join(words), encoding="utf-8")
+    run_tag(model=tiny_model_dir, input=tmp_path / "long.txt", output=tmp_path / "o.jsonl", progress=False)
+    (record,) = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [t for s in record["sentences"] for t in s["tokens"]] == words
+    assert max(len(s["tokens"]) for s in record["sentences"]) <= 250  # max_sentence_tokens
+    assert_offsets_exact(record)
+
+
+def test_a_document_over_max_document_mb_is_refused_before_it_is_read(tiny_model_dir, tmp_path):  # noqa: F811
+    limit = 1000 / 2**20  # max_document_mb: 1,000 bytes
+    big, lines = tmp_path / "big.txt", tmp_path / "lines.txt"
+    big.write_text("Peter visited Paris .\n" * 100, encoding="utf-8")  # 2,200 bytes
+    lines.write_text("a" * 1000 + "\n" + "Peter left .\n" + "b" * 1001 + "\n", encoding="utf-8")
+    common = {"model": tiny_model_dir, "max_document_mb": limit, "progress": False}
+    with pytest.raises(TagError, match=r"big.txt: 2,200 bytes is too big for one document .*one_per_line=true"):
+        run_tag(input=big, output=tmp_path / "o1.jsonl", **common)
+    run_tag(input=big, output=tmp_path / "o2.jsonl", one_per_line=True, **common)  # streamed: fine
+    assert len((tmp_path / "o2.jsonl").read_text().splitlines()) == 100
+    with pytest.raises(TagError, match=r"lines.txt:3: the line is longer than max_document_mb"):
+        run_tag(input=lines, output=tmp_path / "o3.jsonl", one_per_line=True, **common)  # line 1: exactly 1,000
+    assert not (tmp_path / "o3.jsonl").exists()
+
+
 def test_cli_tags_a_file_and_fails_in_one_line(tiny_model_dir, tmp_path):  # noqa: F811
     (tmp_path / "in.txt").write_text("Angela Merkel visited Paris .\n", encoding="utf-8")
     ok = subprocess.run(

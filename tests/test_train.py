@@ -108,3 +108,12 @@ def test_same_seed_gives_identical_results_on_cpu(tmp_path):
     runs = [train(compose_train(tmp_path / str(i), "trainer.max_epochs=3", "tracking.log_model=false")) for i in (1, 2)]
     keys = ("best_dev_f1", "test_f1", "test_precision", "test_recall", "best_epoch")
     assert [runs[0][k] for k in keys] == [runs[1][k] for k in keys]
+
+
+def test_numeric_experiment_and_run_names_stay_text(tmp_path):
+    """Hydra parses `tracking.experiment=2024` as an int and `=nan` as a float; MLflow needs the text."""
+    from ner.tracking import TrackingConfig
+
+    cfg = compose_train(tmp_path, "tracking.experiment=nan", "tracking.run_name=2024")
+    tracking_cfg = TrackingConfig(**cfg.tracking)
+    assert (tracking_cfg.experiment, tracking_cfg.run_name) == ("nan", "2024")
