@@ -3,6 +3,7 @@
     python pipelines/bench_accuracy.py                                  # the default config, seeds 1,2,3
     python pipelines/bench_accuracy.py --config no-variational:1,2="model.variational_dropout=false"
     python pipelines/bench_accuracy.py --parallel 1 --threads 2         # one run at a time, both cores each
+    python pipelines/bench_accuracy.py --from-store                     # the table again, from runs in MLflow
 
 Every run is a real `python -m ner.train` in its own process (its whole config, metrics and model go to MLflow
 experiment `accuracy`), `--parallel` of them at a time with `--threads` torch threads each: on a 2-core machine two
@@ -64,6 +65,19 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--experiment", default="accuracy", help="MLflow experiment of the training runs")
     ap.add_argument("--tracking-uri", help="MLflow store (default: the project store, ./mlruns/mlflow.db)")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument(
+        "--from-store",
+        action="store_true",
+        help="train nothing: rebuild the table from the finished runs of the experiment (newest per config and "
+        "seed), e.g. to put the runs of several invocations in one table",
+    )
+    ap.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="with --from-store: show runs of config OLD as NEW (e.g. when the default config has changed since)",
+    )
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.max_minutes=30")
     return ap.parse_args()
 
@@ -99,6 +113,27 @@ def run(job: Job, args: argparse.Namespace) -> Job:
     status = "ok" if job.returncode == 0 else f"FAILED (exit {job.returncode}, log {job.log})"
     print(f"{job.config} seed {job.seed}: {status}, {job.wall_minutes:.1f} min, run {job.run_id}", flush=True)
     return job
+
+
+def stored_jobs(experiment: str, rename: dict[str, str]) -> list[Job]:
+    """The newest finished run of each `<config>-s<seed>` run name in `experiment`, oldest config first."""
+    import mlflow
+
+    runs = mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    newest: dict[str, Job] = {}
+    for run in runs:
+        found = re.fullmatch(r"(.+)-s(\d+)", run.info.run_name or "")
+        if found and run.info.run_name not in newest:
+            config = rename.get(found.group(1), found.group(1))
+            newest[run.info.run_name] = Job(config, [], int(found.group(2)), Path(), run.info.run_id, 0)
+    order = {name: i for i, name in enumerate(dict.fromkeys(j.config for j in reversed(newest.values())))}
+    order["default"] = -1
+    return sorted(newest.values(), key=lambda j: (order[j.config], j.seed))
 
 
 def fetch_metrics(jobs: list[Job]) -> None:
@@ -173,6 +208,20 @@ def main() -> None:
     info = machine()
     command = "python pipelines/bench_accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     tracking.connect(tracking.TrackingConfig(uri=args.tracking_uri, experiment=args.experiment))
+    if args.from_store:
+        jobs = stored_jobs(args.experiment, dict(r.split("=", 1) for r in args.rename))
+        fetch_metrics(jobs)
+    else:
+        jobs = train_all(args)
+    section, summary = report(jobs, info, command.strip())
+    print("\n" + section)
+    print(f"logged to MLflow run {log_mlflow(args, info, jobs, summary, section)} (experiment benchmarks)")
+    if not args.no_docs:
+        replace_section(DOCS, BEGIN, END, "## Accuracy (issue 5, benchmark 1)\n\n" + section, "# Benchmarks\n")
+        print(f"wrote the accuracy section of {DOCS.relative_to(ROOT)}")
+
+
+def train_all(args: argparse.Namespace) -> list[Job]:
     with tempfile.TemporaryDirectory(prefix="bench-accuracy-") as tmp:
         logs = Path(os.environ.get("BENCH_LOG_DIR", tmp))
         jobs = plan(args, logs)
@@ -182,12 +231,7 @@ def main() -> None:
         for j in jobs:
             if j.returncode != 0:
                 print(f"--- {j.log.name} (last lines)\n" + "\n".join(j.log.read_text().splitlines()[-15:]))
-    section, summary = report(jobs, info, command.strip())
-    print("\n" + section)
-    print(f"logged to MLflow run {log_mlflow(args, info, jobs, summary, section)} (experiment benchmarks)")
-    if not args.no_docs:
-        replace_section(DOCS, BEGIN, END, "## Accuracy (issue 5, benchmark 1)\n\n" + section, "# Benchmarks\n")
-        print(f"wrote the accuracy section of {DOCS.relative_to(ROOT)}")
+    return jobs
 
 
 if __name__ == "__main__":
