@@ -52,7 +52,9 @@ class Job:
     run_id: str = ""
     returncode: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
     wall_minutes: float = 0.0
+    commit: str = ""
 
 
 def parse() -> argparse.Namespace:
@@ -71,6 +73,7 @@ def parse() -> argparse.Namespace:
         help="train nothing: rebuild the table from the finished runs of the experiment (newest per config and "
         "seed), e.g. to put the runs of several invocations in one table",
     )
+    ap.add_argument("--note", default="", help="a sentence for the docs section, e.g. how stored runs were trained")
     ap.add_argument(
         "--rename",
         action="append",
@@ -142,10 +145,12 @@ def fetch_metrics(jobs: list[Job]) -> None:
     client = MlflowClient()
     for job in jobs:
         if job.run_id:
-            job.metrics = dict(client.get_run(job.run_id).data.metrics)
+            run = client.get_run(job.run_id)
+            job.metrics, job.params = dict(run.data.metrics), dict(run.data.params)
+            job.commit = run.data.tags.get("git_commit", "")[:7]
 
 
-def report(jobs: list[Job], info: dict, command: str) -> tuple[str, dict[str, float]]:
+def report(jobs: list[Job], info: dict, command: str, note: str = "") -> tuple[str, dict[str, float]]:
     """The Markdown section: machine and command, every run, mean ± std per config, anchors and targets."""
     head = [
         f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores), torch {info['torch']}, "
@@ -153,14 +158,16 @@ def report(jobs: list[Job], info: dict, command: str) -> tuple[str, dict[str, fl
         "",
         f"    {command}",
         "",
-        "| config | seed | test F1 | test F1 strict | dev F1 | epochs | best epoch | training min | MLflow run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        *([note, ""] if note else []),
+        "| config | seed | test F1 | test F1 strict | dev F1 | epochs | best epoch | training min | MLflow run | commit"
+        " |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for j in jobs:
         m = j.metrics
         cells = ["" if c not in m else str(int(m[c])) if c in ("epochs", "best_epoch") else f"{m[c]:.2f}"
                  for c in COLUMNS]  # fmt: skip
-        head.append(f"| {j.config} | {j.seed} | {' | '.join(cells)} | `{j.run_id[:8] or 'failed'}` |")
+        head.append(f"| {j.config} | {j.seed} | {' | '.join(cells)} | `{j.run_id[:8] or 'failed'}` | {j.commit} |")
     head += ["", "| config | runs | test F1 mean ± std | strict mean ± std | dev F1 mean ± std | best test F1 |",
              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     summary: dict[str, float] = {}
@@ -176,6 +183,8 @@ def report(jobs: list[Job], info: dict, command: str) -> tuple[str, dict[str, fl
         summary[f"{name}_train_minutes_max"] = max(m["train_minutes"] for m in done)
         cells = " | ".join(fmt(*stats[c]) for c in ("test_f1", "test_f1_strict", "best_dev_f1"))
         head.append(f"| {name} | {len(done)} | {cells} | {best:.2f} |")
+    head += ["", "How each config differs from the default of conf/ at this commit (from the runs' logged params):", ""]
+    head += [f"- {name}: {differences(jobs, name)}" for name in dict.fromkeys(j.config for j in jobs)]
     anchors = ", ".join(f"{k} {v:.2f}" for k, v in ANCHORS.items())
     head += ["", f"Published anchors (CoNLL-2003 test, entity F1): {anchors}."]
     if "default_test_f1_best" in summary:
@@ -189,6 +198,19 @@ def report(jobs: list[Job], info: dict, command: str) -> tuple[str, dict[str, fl
         ]
         head.append("Targets (default config): " + "; ".join(verdict) + ".")
     return "\n".join(head), summary
+
+
+def differences(jobs: list[Job], config: str) -> str:
+    """The params of `config`'s first run that differ from the current default config (`none` if none do)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        default = tracking.flatten(OmegaConf.to_container(compose(config_name="train"), resolve=True))
+    params = next((j.params for j in jobs if j.config == config and j.params), {})
+    ignored = ("seed", "tracking.", "trainer.threads", "trainer.progress")
+    changed = [f"`{k}={v}`" for k, v in sorted(params.items()) if default.get(k, v) != v and not k.startswith(ignored)]
+    return ", ".join(changed) or "none (the default)"
 
 
 def log_mlflow(args: argparse.Namespace, info: dict, jobs: list[Job], summary: dict, section: str) -> str:
@@ -206,14 +228,15 @@ def log_mlflow(args: argparse.Namespace, info: dict, jobs: list[Job], summary: d
 def main() -> None:
     args = parse()
     info = machine()
-    command = "python pipelines/bench_accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--note" and sys.argv[i] != "--note"]  # printed below
+    command = "python pipelines/bench_accuracy.py " + " ".join(shlex.quote(a) for a in argv)
     tracking.connect(tracking.TrackingConfig(uri=args.tracking_uri, experiment=args.experiment))
     if args.from_store:
         jobs = stored_jobs(args.experiment, dict(r.split("=", 1) for r in args.rename))
         fetch_metrics(jobs)
     else:
         jobs = train_all(args)
-    section, summary = report(jobs, info, command.strip())
+    section, summary = report(jobs, info, command.strip(), args.note)
     print("\n" + section)
     print(f"logged to MLflow run {log_mlflow(args, info, jobs, summary, section)} (experiment benchmarks)")
     if not args.no_docs:
