@@ -78,8 +78,8 @@ class Annotator:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         self.tagger = self.tagger.to(self.device).eval()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        self._rnn_weights = {name: p.detach().to(dtype) for name, p in self.tagger.rnn.named_parameters()}
+        self._dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self._rnn_weights = {name: p.detach().to(self._dtype) for name, p in self.tagger.rnn.named_parameters()}
         self._labels = _LabelMap(self.tagger)
         self._chars = _char_lookup(self.tagger.featurizer.chars.stoi)
 
@@ -247,8 +247,7 @@ class Annotator:
 
     def _emissions(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Tag scores (B, T, K) from token features (B, T, D)."""
-        dtype = self._rnn_weights["weight_ih_l0"].dtype
-        return self.tagger.proj(run_padded(self.tagger.rnn, x.to(dtype), lengths, self._rnn_weights).float())
+        return self.tagger.proj(run_padded(self.tagger.rnn, x.to(self._dtype), lengths, self._rnn_weights).float())
 
     def _decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
         """Best label ids (B, T): Viterbi over the whole batch, or the argmax for a softmax head."""

@@ -221,9 +221,10 @@ def train_epoch(
     for step, index in enumerate(bar, start=1):
         batch = train.batch(index).to(device)
         loss = model.loss(batch)
-        if not math.isfinite(loss.item()):
+        value = loss.item()
+        if not math.isfinite(value):
             raise FloatingPointError(
-                f"training loss became {loss.item()} at epoch {epoch}, batch {step}; the last good checkpoint is "
+                f"training loss became {value} at epoch {epoch}, batch {step}; the last good checkpoint is "
                 "kept. Lower trainer.lr or set trainer.clip."
             )
         optimizer.zero_grad(set_to_none=True)
@@ -233,7 +234,7 @@ def train_epoch(
         optimizer.step()
         if should_stop():
             raise Stop(f"stopped during epoch {epoch}; resume with trainer.resume=<run_id>")
-        total_loss += loss.item() * len(index)
+        total_loss += value * len(index)
         sentences += len(index)
         tokens += int(batch.lengths.sum())
         if step % 50 == 0:

@@ -19,6 +19,7 @@ have ended, the table (per run, then mean ± sample std per config) is printed, 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shlex
@@ -200,13 +201,19 @@ def report(jobs: list[Job], info: dict, command: str, note: str = "") -> tuple[s
     return "\n".join(head), summary
 
 
-def differences(jobs: list[Job], config: str) -> str:
-    """The params of `config`'s first run that differ from the current default config (`none` if none do)."""
+@functools.cache
+def default_params() -> dict[str, str]:
+    """The current default config of conf/, flattened the way `ner.train` logs it as params."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        default = tracking.flatten(OmegaConf.to_container(compose(config_name="train"), resolve=True))
+        return tracking.flatten(OmegaConf.to_container(compose(config_name="train"), resolve=True))
+
+
+def differences(jobs: list[Job], config: str) -> str:
+    """The params of `config`'s first run that differ from the current default config (`none` if none do)."""
+    default = default_params()
     params = next((j.params for j in jobs if j.config == config and j.params), {})
     ignored = ("seed", "tracking.", "trainer.threads", "trainer.progress")
     changed = [f"`{k}={v}`" for k, v in sorted(params.items()) if default.get(k, v) != v and not k.startswith(ignored)]
