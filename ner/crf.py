@@ -143,7 +143,9 @@ class LogPartition(torch.autograd.Function):
         scale = grad.to(alphas.dtype)[:, None, None]
         unary = (alphas + betas - log_z[:, None, None]).exp() * keep * scale  # P(tag at t) (B, T, K)
         pair = (
-            alphas[:, :-1].unsqueeze(3) + trans + (emissions[:, 1:] + betas[:, 1:]).unsqueeze(2)
+            alphas[:, :-1].unsqueeze(3)
+            + trans
+            + (emissions[:, 1:] + betas[:, 1:]).unsqueeze(2)
             - log_z[:, None, None, None]
         ).exp() * (keep[:, 1:].unsqueeze(3) * scale.unsqueeze(3))  # P(tag t-1 = i, tag t = j) (B, T-1, K, K)
         last = mask.sum(1) - 1

@@ -6,6 +6,7 @@ where `ner.train` plugs tracking in. That keeps it callable (and testable) on it
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -32,6 +33,9 @@ class TrainerConfig:
     lr: float = 0.015  # initial learning rate
     momentum: float = 0.9  # SGD momentum
     lr_decay: float = 0.05  # lr at epoch e = lr / (1 + lr_decay * e)
+    anneal_patience: int = 0  # also multiply the lr by anneal_factor after N epochs without a better dev F1 (0 = off)
+    anneal_factor: float = 0.5  # see anneal_patience
+    ema_decay: float = 0.0  # evaluate and keep an exponential moving average of the weights, e.g. 0.999 (0 = off)
     weight_decay: float = 0.0  # L2 penalty
     clip: float = 5.0  # gradient norm clipping; 0 = off
     batch_size: int = 10  # sentences per training batch
@@ -46,6 +50,8 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"trainer.optimizer={self.optimizer!r} is not one of sgd, adam")
+        if not 0.0 <= self.ema_decay < 1.0 or not 0.0 < self.anneal_factor <= 1.0 or self.anneal_patience < 0:
+            raise ValueError("trainer.ema_decay must be in [0, 1), anneal_factor in (0, 1], anneal_patience >= 0")
 
 
 @dataclass
@@ -94,8 +100,16 @@ class Loop:
     def __post_init__(self) -> None:
         self.optimizer = make_optimizer(self.model, self.cfg)
         decay = self.cfg.lr_decay
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: 1.0 / (1.0 + decay * e))
+        self.lr_scale = 1.0  # lowered by plateau annealing
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: self.lr_scale / (1.0 + decay * e))
         self.rng = random.Random(self.seed)
+        self.average = Average(self.model, self.cfg.ema_decay) if self.cfg.ema_decay else None
+
+    def anneal(self) -> None:
+        """Plateau annealing (as Flair's trainer does): a smaller step once dev F1 stops improving."""
+        since_best = self.epoch - self.result.best_epoch
+        if self.cfg.anneal_patience and since_best and since_best % self.cfg.anneal_patience == 0:
+            self.lr_scale *= self.cfg.anneal_factor
 
     def state(self) -> dict:
         return {
@@ -103,6 +117,8 @@ class Loop:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
+            "lr_scale": self.lr_scale,
+            "average": self.average.weights if self.average else None,
             "rng": {"loop": self.rng.getstate(), "torch": torch.get_rng_state(), "python": random.getstate()},
             "best_epoch": self.result.best_epoch,
             "best_dev_f1": self.result.best_dev_f1,
@@ -116,6 +132,9 @@ class Loop:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        self.lr_scale = state.get("lr_scale", 1.0)
+        if self.average and state.get("average"):
+            torch._foreach_copy_(self.average.weights, state["average"])
         self.rng.setstate(state["rng"]["loop"])
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
@@ -126,6 +145,35 @@ class Loop:
             [EpochResult(**h) for h in state["history"]],
             seconds=state["seconds"],
         )
+
+
+class Average:
+    """An exponential moving average of the trainable weights (Polyak averaging), updated after every step.
+
+    Late in training SGD keeps hopping around a minimum; the average sits nearer its centre, so dev F1 is read,
+    and the best model kept, with the averaged weights swapped in (`swapped_in`).
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.weights = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.weights, [p.detach() for p in self.params], 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        """The model holds the averaged weights inside the block, its own ones again after it."""
+        with torch.no_grad():
+            current = [p.detach().clone() for p in self.params]
+            torch._foreach_copy_([p.data for p in self.params], self.weights)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.params], current)
 
 
 def fit(
@@ -170,15 +218,21 @@ def fit(
 def _run_epoch(loop: Loop, train: Encoded, dev: Encoded, dev_gold, device, should_stop) -> EpochResult:
     t0 = time.perf_counter()
     cfg, result, epoch = loop.cfg, loop.result, loop.epoch
-    loss, tps = train_epoch(loop.model, train, loop.optimizer, cfg, loop.rng, device, epoch, should_stop)
+    after_step = loop.average.update if loop.average else None
+    loss, tps = train_epoch(
+        loop.model, train, loop.optimizer, cfg, loop.rng, device, epoch, should_stop, after_step=after_step
+    )
     lr = loop.optimizer.param_groups[0]["lr"]
+    with loop.average.swapped_in() if loop.average else contextlib.nullcontext():
+        predicted = predict_tags(loop.model, dev, batch_size=cfg.eval_batch_size, device=device)
+        dev_scores = metrics.score(dev_gold, predicted)
+        if dev_scores["f1"] > result.best_dev_f1:
+            result.best_epoch, result.best_dev_f1 = epoch, dev_scores["f1"]
+            result.best_state = copy.deepcopy(loop.model.state_dict())
+    loop.anneal()
     loop.schedule.step()
-    dev_scores = metrics.score(dev_gold, predict_tags(loop.model, dev, batch_size=cfg.eval_batch_size, device=device))
     res = EpochResult(epoch, loss, tps, lr, dev_scores, time.perf_counter() - t0)
     result.history.append(res)
-    if dev_scores["f1"] > result.best_dev_f1:
-        result.best_epoch, result.best_dev_f1 = epoch, dev_scores["f1"]
-        result.best_state = copy.deepcopy(loop.model.state_dict())
     print(
         f"epoch {epoch:3d}  loss {loss:8.4f}  {tps:7.0f} tok/s  lr {lr:.4g}  dev P {dev_scores['precision']:.2f}"
         f"  R {dev_scores['recall']:.2f}  F1 {dev_scores['f1']:.2f}  (best {result.best_dev_f1:.2f} @ "
@@ -208,6 +262,7 @@ def train_epoch(
     device: torch.device,
     epoch: int,
     should_stop: Callable[[], bool] = lambda: False,
+    after_step: Callable[[], None] | None = None,
 ) -> tuple[float, float]:
     """One pass over shuffled length buckets; returns (mean loss per sentence, tokens per second).
 
@@ -232,6 +287,8 @@ def train_epoch(
         if cfg.clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip, foreach=True)
         optimizer.step()
+        if after_step is not None:
+            after_step()
         if should_stop():
             raise Stop(f"stopped during epoch {epoch}; resume with trainer.resume=<run_id>")
         total_loss += value * len(index)
