@@ -114,6 +114,27 @@ def test_the_padded_encoder_gives_the_packed_outputs_and_gradients(cell, bidirec
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("p", [0.5, 0.3, 0.1])
+def test_token_dropout_drops_each_element_independently_with_probability_p(p):
+    from ner.model import TokenDropout
+
+    torch.manual_seed(0)
+    drop = TokenDropout(p).train()
+    x = torch.ones(200, 50, 40, requires_grad=True)
+    out = drop(x)
+    kept = out != 0
+    values = out.unique().tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - p), rel=1e-4)
+    # every one of the four 16-bit lanes cut from a 64-bit draw keeps 1 - p (the sign bit is random too)
+    for lane in range(4):
+        assert kept.flatten()[lane::4].float().mean().item() == pytest.approx(1 - p, abs=0.01)
+    assert out.mean().item() == pytest.approx(1.0, abs=0.01)  # expected value kept
+    out.sum().backward()
+    assert torch.equal(x.grad, out.detach())  # the gradient goes through the same mask and scale
+    assert not torch.equal(drop(x)[0], out[0])  # a fresh mask per call
+    assert torch.equal(drop.eval()(x), x)
+
+
 def test_sentence_dropout_drops_the_same_features_at_every_position():
     from ner.model import SentenceDropout
 
