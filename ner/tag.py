@@ -52,7 +52,7 @@ class TagConfig:
     threads: int = 1
     workers: int = 2
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = "auto"
     tracking_uri: str | None = None
     progress: bool = True
     engine: str = "local"
@@ -116,6 +116,7 @@ def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tup
     # one chunk: nothing to overlap, no process to start; a GPU is fed from this process
     workers = cfg.workers if total > cfg.chunk_chars and cfg.device == "cpu" else 0
     annotator = Annotator(model_uri.load_folder(folder, cfg.device), **settings)
+    settings["precision"] = annotator.precision  # "auto" resolved once, here: the workers run the same
     pool = AnnotatorPool(str(folder), workers, **settings) if workers else None
     seconds = annotator.seconds
     seconds["load"] = time.perf_counter() - tick
@@ -147,7 +148,8 @@ def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tup
             pool.close()
     summary["decode_errors_replaced"] = reader.decode_errors
     summary["documents_resumed"] = sum(t.skip for t in work.targets if not t.done)
-    return _summary(cfg, summary, seconds, scorer.scores() if scorer.used else None, start)
+    out = _summary(cfg, summary, seconds, scorer.scores() if scorer.used else None, start)
+    return {**out, "precision": annotator.precision}
 
 
 def _tagged(
@@ -296,7 +298,8 @@ def _print(summary: dict) -> None:
     print(
         f"tagged {summary['documents']:,} documents{resumed}, {summary['tokens']:,} tokens, "
         f"{summary['entities']:,} entities from {summary['files']:,} file(s) in {summary['seconds']:.1f} s "
-        f"({summary['tokens_per_s']:,.0f} tokens/s; model load {summary['stage_seconds'].get('load', 0):.1f} s) "
+        f"({summary['tokens_per_s']:,.0f} tokens/s{', ' + summary['precision'] if 'precision' in summary else ''}; "
+        f"model load {summary['stage_seconds'].get('load', 0):.1f} s) "
         f"-> {summary['output']}{done}"
     )
     if summary["binary_files_skipped"]:

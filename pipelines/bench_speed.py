@@ -229,8 +229,14 @@ def tag_defaults() -> dict:
 
 
 def same_work_knobs(threads: int) -> list[str]:
-    """`ner.tag` settings for the rows beside Flair: in this process with `threads` torch threads, as Flair runs."""
-    return [f"threads={threads}", *(["workers=0"] if "workers" in tag_defaults() else [])]
+    """`ner.tag` settings for the rows beside Flair: in this process with `threads` torch threads, as Flair runs,
+    and in float32, as Flair runs (the default precision=auto may pick bf16)."""
+    defaults = tag_defaults()
+    return [
+        f"threads={threads}",
+        *(["workers=0"] if "workers" in defaults else []),
+        *(["precision=fp32"] if "precision" in defaults else []),
+    ]
 
 
 def run_ours_tag(folder: Path, text: Path, out: Path, knobs: list[str]) -> dict:
@@ -243,9 +249,10 @@ def run_ours_tag(folder: Path, text: Path, out: Path, knobs: list[str]) -> dict:
     if proc.returncode:
         raise RuntimeError(f"python -m ner.tag exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     counts = count_jsonl(out)
-    reported = re.search(r"\(([\d,]+) tokens/s", proc.stdout)
+    reported = re.search(r"\(([\d,]+) tokens/s(?:, (\w+))?", proc.stdout)
     inside = counts["tokens"] / int(reported.group(1).replace(",", "")) if reported else wall
-    return {**counts, "seconds": inside, "process_seconds": wall, "parsed": bool(reported)}
+    precision = (reported.group(2) if reported else None) or "fp32"
+    return {**counts, "seconds": inside, "process_seconds": wall, "parsed": bool(reported), "precision": precision}
 
 
 def count_jsonl(path: Path) -> dict:
@@ -286,7 +293,8 @@ class Bench:
             self.big_tokens = write_input(self.big_text, args.throughput_tokens, CONLL_TRAIN)
         hidden = self.cnn.model.rnn.hidden_size
         defaults = tag_defaults()
-        big_knobs = ", ".join(f"{k}={defaults[k]}" for k in ("workers", "threads", "batch_size") if k in defaults)
+        knobs = ("workers", "threads", "batch_size", "precision")
+        big_knobs = ", ".join(f"{k}={defaults[k]}" for k in knobs if k in defaults)
         self.flair_info: dict = {}
         self.rows = {
             key: Row(key, what)
@@ -301,6 +309,7 @@ class Bench:
                 ("tag_ours_cnn", "ours, default (char CNN): python -m ner.tag"),
                 ("tag_ours_lstm", "ours, char LSTM: python -m ner.tag"),
                 ("tag_ours_big", f"ours, default, {self.big_tokens:,}-token text, `ner.tag` defaults ({big_knobs})"),
+                ("tag_ours_big_fp32", f"ours, default, {self.big_tokens:,}-token text, defaults but precision=fp32"),
                 ("tag_flair", f"Flair: segtok split + predict(mini_batch_size={args.flair_batch_size}) + JSONL"),
             ]
         }
@@ -322,8 +331,9 @@ class Bench:
             result = run_ours_tag(setup.folder, self.text, self.tmp / f"ours-{key}.jsonl", knobs)
             self.rows[f"tag_ours_{key}"].add(result["tokens"] / result["seconds"], **result)
         if self.big_tokens:
-            result = run_ours_tag(self.cnn.folder, self.big_text, self.tmp / "ours-big.jsonl", [])
-            self.rows["tag_ours_big"].add(result["tokens"] / result["seconds"], **result)
+            for key, knobs in (("tag_ours_big", []), ("tag_ours_big_fp32", ["precision=fp32"])):
+                result = run_ours_tag(self.cnn.folder, self.big_text, self.tmp / "ours-big.jsonl", knobs)
+                self.rows[key].add(result["tokens"] / result["seconds"], **result)
 
     def _flair(self, hidden: int) -> None:
         result = run_flair(self.args, self.plan, self.text, self.tmp / "flair.jsonl")
@@ -398,13 +408,14 @@ def tag_table(bench: Bench, m: dict[str, float]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     flair_seconds = rows["tag_flair"].info.get("seconds", 0.0)
-    for key in ("tag_ours_cnn", "tag_ours_lstm", "tag_flair", "tag_ours_big"):
+    for key in ("tag_ours_cnn", "tag_ours_lstm", "tag_flair", "tag_ours_big", "tag_ours_big_fp32"):
         row, info = rows[key], rows[key].info
         if not row.values:
             continue
-        vs = _x(ratio(flair_seconds, info["seconds"])) if key != "tag_ours_big" else "n/a"
+        vs = _x(ratio(flair_seconds, info["seconds"])) if not key.startswith("tag_ours_big") else "n/a"
+        what = f"{row.what} (ran {info['precision']})" if key == "tag_ours_big" else row.what
         lines.append(
-            f"| {row.what} | {info['tokens']:,} | {info['entities']:,} | {info['seconds']:.2f} | {row.best:,.0f} |"
+            f"| {what} | {info['tokens']:,} | {info['entities']:,} | {info['seconds']:.2f} | {row.best:,.0f} |"
             f" {vs} | {row.rounds} | {row.load:.2f} |"
         )
     wall = rows["tag_ours_cnn"].info.get("process_seconds")

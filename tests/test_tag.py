@@ -353,6 +353,15 @@ def test_annotator_equals_the_reference_path_for_the_trained_model(tiny_model_di
         Annotator(tagger, precision="int3")
 
 
+def test_auto_precision_takes_bf16_only_on_a_cpu_with_native_bfloat16():
+    from ner.annotate import resolve_precision
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", "cuda:0") == "fp32"
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+
+
 def test_annotate_tokens_builds_a_text_that_the_offsets_slice(tiny_model_dir):  # noqa: F811
     annotator = Annotator(load_folder(tiny_model_dir))
     docs = [[["Angela", "Merkel", "visited", "Paris", "."], [], ["Peter", "left", "."]], []]
