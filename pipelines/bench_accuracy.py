@@ -80,7 +80,8 @@ def parse() -> argparse.Namespace:
         action="append",
         default=[],
         metavar="OLD=NEW",
-        help="with --from-store: show runs of config OLD as NEW (e.g. when the default config has changed since)",
+        help="with --from-store: show runs of config OLD (or OLD@COMMIT: only those trained at that commit) as NEW,"
+        " e.g. when the default config has changed since",
     )
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.max_minutes=30")
     return ap.parse_args()
@@ -120,7 +121,9 @@ def run(job: Job, args: argparse.Namespace) -> Job:
 
 
 def stored_jobs(experiment: str, rename: dict[str, str]) -> list[Job]:
-    """The newest finished run of each `<config>-s<seed>` run name in `experiment`, oldest config first."""
+    """The newest finished run of each config and seed (run names `<config>-s<seed>`) in `experiment`, oldest
+    config first. `rename` maps a config name, or `name@commit` (7 hex digits) for the runs of one commit only, to
+    the name it is shown under."""
     import mlflow
 
     runs = mlflow.search_runs(
@@ -129,12 +132,15 @@ def stored_jobs(experiment: str, rename: dict[str, str]) -> list[Job]:
         order_by=["attributes.start_time DESC"],
         output_format="list",
     )
-    newest: dict[str, Job] = {}
+    newest: dict[tuple[str, int], Job] = {}
     for run in runs:
         found = re.fullmatch(r"(.+)-s(\d+)", run.info.run_name or "")
-        if found and run.info.run_name not in newest:
-            config = rename.get(found.group(1), found.group(1))
-            newest[run.info.run_name] = Job(config, [], int(found.group(2)), Path(), run.info.run_id, 0)
+        if not found:
+            continue
+        name, seed, commit = found.group(1), int(found.group(2)), run.data.tags.get("git_commit", "")[:7]
+        config = rename.get(f"{name}@{commit}", rename.get(name, name))
+        if (config, seed) not in newest:
+            newest[config, seed] = Job(config, [], seed, Path(), run.info.run_id, 0)
     order = {name: i for i, name in enumerate(dict.fromkeys(j.config for j in reversed(newest.values())))}
     order["default"] = -1
     return sorted(newest.values(), key=lambda j: (order[j.config], j.seed))
