@@ -22,7 +22,7 @@ from ner.conll import DataError
 from ner.data import DataConfig, load_corpus, tag_strings
 from ner.model import ModelConfig, Tagger
 from ner.predict import predict_tags
-from ner.trainer import EpochResult, TrainerConfig, fit
+from ner.trainer import EpochResult, Stop, TrainerConfig, fit
 from ner.vocab import Vocab, build_word_vocab, coverage, init_embeddings, read_vectors
 
 
@@ -250,6 +250,9 @@ def main(cfg: DictConfig) -> float:
             raise  # let the sweep record this job as failed and go on
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Stop as err:  # a requested stop is not a crash: no traceback, the usual exit status of a SIGINT
+        print(f"{err} (the run is marked KILLED; its checkpoint is kept)", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
