@@ -26,7 +26,7 @@ def test_contract_overrides_reach_the_config(tmp_path):
 
 
 def test_presets_compose(tmp_path):
-    for preset in ("lample2016", "ma_hovy2016"):
+    for preset in ("lample2016", "ma_hovy2016", "full_budget"):
         from hydra import compose, initialize_config_dir
 
         from tests.conftest import ROOT
