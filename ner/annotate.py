@@ -259,8 +259,8 @@ class Annotator:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """ "auto" -> "bf16" on a CPU with native bfloat16 (AVX512-BF16 or AMX), where it is ~1.5x faster end to end
-    for CoNLL-2003 test F1 -0.02 (docs/benchmarks.md); "fp32" elsewhere, where bf16 would be emulated and slow."""
+    """ "auto" -> "bf16" on a CPU with native bfloat16 (AVX512-BF16 or AMX), where it is faster end to end at the
+    same test F1 (`pipelines/bench_precision.py`); "fp32" elsewhere, where bf16 would be emulated and slow."""
     if precision != "auto":
         return precision
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()

@@ -156,24 +156,25 @@ class Average:
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.weights = [p.detach().clone() for p in self.params]
+        # detached views share storage with the parameters, which the optimiser updates in place: built once
+        self.params = [p.detach() for p in model.parameters() if p.requires_grad]
+        self.weights = [p.clone() for p in self.params]
 
     @torch.no_grad()
     def update(self) -> None:
-        torch._foreach_lerp_(self.weights, [p.detach() for p in self.params], 1.0 - self.decay)
+        torch._foreach_lerp_(self.weights, self.params, 1.0 - self.decay)
 
     @contextlib.contextmanager
     def swapped_in(self):
         """The model holds the averaged weights inside the block, its own ones again after it."""
         with torch.no_grad():
-            current = [p.detach().clone() for p in self.params]
-            torch._foreach_copy_([p.data for p in self.params], self.weights)
+            current = [p.clone() for p in self.params]
+            torch._foreach_copy_(self.params, self.weights)
         try:
             yield
         finally:
             with torch.no_grad():
-                torch._foreach_copy_([p.data for p in self.params], current)
+                torch._foreach_copy_(self.params, current)
 
 
 def fit(
