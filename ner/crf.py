@@ -112,77 +112,98 @@ class LogPartition(torch.autograd.Function):
     """log Z per sentence by the forward algorithm, with a hand-written backward (forward-backward marginals).
 
     Why not autograd: it records ~12 small ops per time step and replays them backwards, which made the CRF a
-    fifth of a training step on CPU. Each step is a matrix product in probability space, rescaled by the best
-    score so far. In float32, exp() underflows past a score gap of ~87: when that leaves a tag unreachable (an
-    infinite score), the batch is redone in float64 (gap ~700). The gradient of log Z is the tag marginals (for
-    emissions, start and end) and the pairwise marginals (for transitions): one backward recursion gives them.
-    tests/test_crf.py checks values and gradients against autograd through the plain logsumexp recursion.
+    fifth of a training step on CPU. Both recursions run in probability space with a normaliser per step (the
+    scaled forward-backward of HMMs, Rabiner 1989): scores are exponentiated once, outside the loop, and each step
+    is a matrix product, a product, a sum and a division; the normalisers' logs add up to log Z. In float32,
+    exp() underflows past a score gap of ~87: when a step's total mass comes out that small, the batch is redone
+    in float64 (gap ~700). The gradients are the tag marginals (for emissions, start and end) and the pairwise
+    marginals (for transitions), products of the two recursions' vectors. tests/test_crf.py checks values and
+    gradients against autograd through the plain logsumexp recursion.
     """
 
     @staticmethod
     def forward(ctx, emissions, mask, start, end, trans):  # noqa: D102 (B, T, K), (B, T), (K,), (K,), (K, K)
         ctx.dtypes = emissions.dtype, start.dtype
         scores = emissions.masked_fill(~mask.unsqueeze(2), 0.0), start, end, trans  # past the end: 0, never junk
-        alphas, log_z = _alphas(mask, *scores)
-        if not bool(torch.isfinite(alphas).all()):
-            scores = tuple(x.double() for x in scores)
-            alphas, log_z = _alphas(mask, *scores)
-        ctx.save_for_backward(mask, *scores, alphas, log_z)
-        return log_z.to(emissions.dtype)
+        forward = _Forward(mask, *scores)
+        if not forward.ok:
+            forward = _Forward(mask, *(x.double() for x in scores))
+        ctx.forward = forward
+        return forward.log_z.to(emissions.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):  # noqa: D102
-        mask, emissions, start, end, trans, alphas, log_z = ctx.saved_tensors
-        betas = _betas(mask, emissions, end, trans)
-        if not bool(torch.isfinite(betas).all()):
-            emissions, start, end, trans = (x.double() for x in (emissions, start, end, trans))
-            alphas, log_z = _alphas(mask, emissions, start, end, trans)
-            betas = _betas(mask, emissions, end, trans)
-        keep = mask.unsqueeze(2)
-        scale = grad.to(alphas.dtype)[:, None, None]
-        unary = (alphas + betas - log_z[:, None, None]).exp() * keep * scale  # P(tag at t) (B, T, K)
-        pair = (
-            alphas[:, :-1].unsqueeze(3)
-            + trans
-            + (emissions[:, 1:] + betas[:, 1:]).unsqueeze(2)
-            - log_z[:, None, None, None]
-        ).exp() * (keep[:, 1:].unsqueeze(3) * scale.unsqueeze(3))  # P(tag t-1 = i, tag t = j) (B, T-1, K, K)
-        last = mask.sum(1) - 1
+        f = ctx.forward
+        del ctx.forward
+        betas = f.betas()
+        keep = f.mask.unsqueeze(2).to(betas.dtype)
+        scale = grad.to(betas.dtype)[:, None, None]
+        unary = f.alphas * betas * keep * scale  # P(tag at t) (B, T, K)
+        after = (f.probs[:, 1:] * betas[:, 1:] / f.norms[:, 1:, None]) * keep[:, 1:] * scale  # (B, T-1, K)
+        k = f.alphas.size(2)
+        pair = f.exp_trans * (f.alphas[:, :-1].reshape(-1, k).t() @ after.reshape(-1, k))  # sum of P(i at t-1, j at t)
+        last = f.mask.sum(1) - 1
         end_marginal = unary[torch.arange(len(last)), last]  # (B, K)
         emission_dtype, param_dtype = ctx.dtypes
-        grads = unary[:, 0].sum(0), end_marginal.sum(0), pair.sum((0, 1))
+        grads = unary[:, 0].sum(0), end_marginal.sum(0), pair
         return unary.to(emission_dtype), None, *(g.to(param_dtype) for g in grads)
 
 
-def _alphas(mask, emissions, start, end, trans) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward scores (B, T, K) (past a sentence's end: its last ones) and log Z (B,)."""
-    steps, keep = emissions.unbind(1), mask.unsqueeze(2).unbind(1)
-    top, exp_trans = _exp(trans)
-    alphas = [start + steps[0]]
-    for t in range(1, len(steps)):
-        alpha = alphas[-1]
-        shift = alpha.amax(1, keepdim=True)
-        nxt = ((alpha - shift).exp() @ exp_trans).log() + (shift + top) + steps[t]  # logsumexp_i(alpha_i + trans_ij)
-        alphas.append(torch.where(keep[t], nxt, alpha))
-    alphas = torch.stack(alphas, dim=1)
-    return alphas, torch.logsumexp(alphas[:, -1] + end, dim=1)
+class _Forward:
+    """The forward pass in probability space, and what the backward pass needs from it.
 
+    alphas (B, T, K): P(tag at t | words up to t), held past a sentence's end; norms (B, T): each step's mass
+    before normalising (1 past the end); probs: exp(emissions - their max at each position).
+    """
 
-def _betas(mask, emissions, end, trans) -> torch.Tensor:
-    """Backward scores (B, T, K): beta_t = log-score of the rest of the sentence given the tag at t."""
-    steps, keep = emissions.unbind(1), mask.unsqueeze(2).unbind(1)
-    top, exp_trans_t = _exp(trans.t())
-    betas = [end.expand_as(steps[-1])]  # at and after each sentence's last position: the end scores
-    for t in range(len(steps) - 1, 0, -1):
-        after = steps[t] + betas[-1]
-        shift = after.amax(1, keepdim=True)
-        prev = ((after - shift).exp() @ exp_trans_t).log() + (shift + top)
-        betas.append(torch.where(keep[t], prev, betas[-1]))
-    return torch.stack(betas[::-1], dim=1)
+    def __init__(self, mask, emissions, start, end, trans):
+        self.mask = mask
+        self.top, self.exp_trans = _exp(trans)
+        shift = emissions.amax(2, keepdim=True)
+        self.probs = (emissions - shift).exp()
+        start_top, exp_start = _exp(start)
+        end_top, self.exp_end = _exp(end)
+        steps, keep = self.probs.unbind(1), mask.unsqueeze(2).unbind(1)
+        self.shortest = int(mask.sum(1).min())  # before this position no sentence has ended: no torch.where
+        mass = exp_start * steps[0]
+        alpha = mass / mass.sum(1, keepdim=True)
+        alphas, norms = [alpha], [mass.sum(1, keepdim=True)]
+        for t in range(1, len(steps)):
+            mass = (alpha @ self.exp_trans) * steps[t]
+            norm = mass.sum(1, keepdim=True)
+            alpha = mass / norm if t < self.shortest else torch.where(keep[t], mass / norm, alpha)
+            alphas.append(alpha)
+            norms.append(norm)
+        self.alphas = torch.stack(alphas, dim=1)
+        self.norms = torch.cat(norms, dim=1).masked_fill(~mask, 1.0)
+        self.final = (alpha * self.exp_end).sum(1)  # (B,): the end scores' share
+        maskf = mask.to(emissions.dtype)
+        self.log_z = (
+            (self.norms.log() + shift.squeeze(2) * maskf).sum(1)
+            + (maskf.sum(1) - 1) * self.top
+            + start_top
+            + end_top
+            + self.final.log()
+        )
+        tiny = torch.finfo(emissions.dtype).tiny * 1e6  # well above the denormals, where precision is lost
+        self.ok = (
+            bool(torch.isfinite(self.log_z).all()) and float(torch.minimum(self.norms.min(), self.final.min())) > tiny
+        )
+
+    def betas(self) -> torch.Tensor:
+        """(B, T, K), scaled so that alphas * betas sums to 1 over tags at every real position: the marginals."""
+        steps, keep = self.probs.unbind(1), self.mask.unsqueeze(2).unbind(1)
+        last = self.exp_end / self.final.unsqueeze(1)  # at and after each sentence's last position
+        exp_trans_t = self.exp_trans.t()
+        betas = [last]
+        for t in range(len(steps) - 1, 0, -1):
+            prev = ((steps[t] * betas[-1]) @ exp_trans_t) / self.norms[:, t : t + 1]
+            betas.append(prev if t < self.shortest else torch.where(keep[t], prev, last))
+        return torch.stack(betas[::-1], dim=1)
 
 
 def _exp(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(max, exp(scores - max)): transition scores in probability space without overflow (forbidden ones -> 0)."""
+    """(max, exp(scores - max)): scores in probability space without overflow (forbidden ones -> 0)."""
     top = scores.max()
     return top, (scores - top).exp()

@@ -3,7 +3,7 @@ import torch
 
 from ner import schemes
 from ner.batching import Featurizer, bucketed
-from ner.model import ModelConfig, Tagger
+from ner.model import CharCNN, ModelConfig, Tagger
 from ner.vocab import Vocab, casing
 
 SENTS = [["EU", "rejects", "German", "call"], ["Peter", "Blackburn"], ["BRUSSELS", "1996-08-22"], ["Hi"]]
@@ -28,6 +28,28 @@ def test_emissions_have_one_score_per_token_and_label(cell, bidirectional, char_
     batch = enc.batch([0, 1, 2, 3])
     assert model.emissions(batch).shape == (4, 4, len(model.featurizer.labels))
     assert torch.isfinite(model.loss(batch))
+
+
+@pytest.mark.parametrize("kernel", [3, 4, 5])
+def test_char_cnn_equals_a_zero_padded_conv1d_in_values_and_gradients(kernel):
+    torch.manual_seed(kernel)
+    cnn = CharCNN(num_chars=20, dim=6, filters=5, kernel=kernel)
+    chars = torch.randint(1, 20, (12, 9))
+    for row, n in enumerate([0, 1, 2, 9, 4, 5, 6, 7, 8, 3, 1, 9]):
+        chars[row, n:] = 0  # row 0: the padding form
+    conv = torch.nn.Conv1d(6, 5, kernel, padding=kernel // 2)
+    conv.weight, conv.bias = cnn.conv.weight, cnn.conv.bias
+    x = conv(cnn.embed(chars).transpose(1, 2))[:, :, : chars.size(1)]
+    expected = x.masked_fill((chars == 0).unsqueeze(1), -1e4).max(dim=2).values.masked_fill(chars[:, :1] == 0, 0.0)
+    got = cnn(chars)
+    torch.testing.assert_close(got, expected)
+    assert not got[0].any()
+    weights = [cnn.embed.weight, cnn.conv.weight, cnn.conv.bias]
+    upstream = torch.randn_like(got)
+    got_grads = torch.autograd.grad((got * upstream).sum(), weights)
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), weights)
+    for a, b in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("head", ["crf", "softmax"])
