@@ -115,10 +115,10 @@ class LogPartition(torch.autograd.Function):
     fifth of a training step on CPU. Both recursions run in probability space with a normaliser per step (the
     scaled forward-backward of HMMs, Rabiner 1989): scores are exponentiated once, outside the loop, and each step
     is a matrix product, a product, a sum and a division; the normalisers' logs add up to log Z. In float32,
-    exp() underflows past a score gap of ~87: when a step's total mass comes out that small, the batch is redone
-    in float64 (gap ~700). The gradients are the tag marginals (for emissions, start and end) and the pairwise
-    marginals (for transitions), products of the two recursions' vectors. tests/test_crf.py checks values and
-    gradients against autograd through the plain logsumexp recursion.
+    exp() underflows past a score gap of ~87: when a step's total mass comes out that small, or the backward
+    vectors overflow, the batch is redone in float64 (gap ~700). The gradients are the tag marginals (for
+    emissions, start and end) and the pairwise marginals (for transitions), products of the two recursions'
+    vectors. tests/test_crf.py checks values and gradients against autograd through the logsumexp recursion.
     """
 
     @staticmethod
@@ -137,6 +137,9 @@ class LogPartition(torch.autograd.Function):
         f = ctx.forward
         del ctx.forward
         betas = f.betas()
+        if not bool(torch.isfinite(betas).all()):  # a tag the words rule out, whose future is likely: overflow
+            f = _Forward(f.mask, *(x.double() for x in f.scores))
+            betas = f.betas()
         keep = f.mask.unsqueeze(2).to(betas.dtype)
         scale = grad.to(betas.dtype)[:, None, None]
         unary = f.alphas * betas * keep * scale  # P(tag at t) (B, T, K)
@@ -158,7 +161,7 @@ class _Forward:
     """
 
     def __init__(self, mask, emissions, start, end, trans):
-        self.mask = mask
+        self.mask, self.scores = mask, (emissions, start, end, trans)
         self.top, self.exp_trans = _exp(trans)
         shift = emissions.amax(2, keepdim=True)
         self.probs = (emissions - shift).exp()

@@ -133,3 +133,27 @@ def test_log_partition_values_and_gradients_match_autograd(scale):
     for g, e in zip(grads, expected_grads, strict=True):
         assert torch.isfinite(g).all()
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_log_partition_gradients_stay_exact_when_float32_backward_overflows():
+    """Draws whose float32 forward pass is fine but whose backward vectors overflow must take the float64 path."""
+    from ner.crf import NEG, LogPartition, _Forward
+
+    torch.manual_seed(0)
+    mask = torch.ones(4, 7, dtype=torch.bool)
+    checked = 0
+    for _ in range(300):
+        emissions, trans = torch.randn(4, 7, 6) * 30, torch.randn(6, 6) * 30
+        trans[0, 1] = trans[2, :] = NEG
+        start, end = torch.randn(6), torch.randn(6)
+        forward = _Forward(mask, emissions, start, end, trans)
+        if not forward.ok or torch.isfinite(forward.betas()).all():
+            continue
+        leaves = [x.clone().requires_grad_() for x in (emissions, start, end, trans)]
+        LogPartition.apply(leaves[0], mask, *leaves[1:]).sum().backward()
+        reference = [x.double().requires_grad_() for x in (emissions, start, end, trans)]
+        _log_partition_by_autograd(reference[0], mask, *reference[1:]).sum().backward()
+        for got, expected in zip(leaves, reference, strict=True):
+            torch.testing.assert_close(got.grad.double(), expected.grad, rtol=1e-4, atol=1e-4)
+        checked += 1
+    assert checked  # the case occurred and was checked
