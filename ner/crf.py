@@ -146,7 +146,7 @@ class LogPartition(torch.autograd.Function):
         after = (f.probs[:, 1:] * betas[:, 1:] / f.norms[:, 1:, None]) * keep[:, 1:] * scale  # (B, T-1, K)
         k = f.alphas.size(2)
         pair = f.exp_trans * (f.alphas[:, :-1].reshape(-1, k).t() @ after.reshape(-1, k))  # sum of P(i at t-1, j at t)
-        last = f.mask.sum(1) - 1
+        last = f.lengths - 1
         end_marginal = unary[torch.arange(len(last)), last]  # (B, K)
         emission_dtype, param_dtype = ctx.dtypes
         grads = unary[:, 0].sum(0), end_marginal.sum(0), pair
@@ -168,10 +168,12 @@ class _Forward:
         start_top, exp_start = _exp(start)
         end_top, self.exp_end = _exp(end)
         steps, keep = self.probs.unbind(1), mask.unsqueeze(2).unbind(1)
-        self.shortest = int(mask.sum(1).min())  # before this position no sentence has ended: no torch.where
+        self.lengths = mask.sum(1)
+        self.shortest = int(self.lengths.min())  # before this position no sentence has ended: no torch.where
         mass = exp_start * steps[0]
-        alpha = mass / mass.sum(1, keepdim=True)
-        alphas, norms = [alpha], [mass.sum(1, keepdim=True)]
+        norm = mass.sum(1, keepdim=True)
+        alpha = mass / norm
+        alphas, norms = [alpha], [norm]
         for t in range(1, len(steps)):
             mass = (alpha @ self.exp_trans) * steps[t]
             norm = mass.sum(1, keepdim=True)
@@ -181,10 +183,9 @@ class _Forward:
         self.alphas = torch.stack(alphas, dim=1)
         self.norms = torch.cat(norms, dim=1).masked_fill(~mask, 1.0)
         self.final = (alpha * self.exp_end).sum(1)  # (B,): the end scores' share
-        maskf = mask.to(emissions.dtype)
         self.log_z = (
-            (self.norms.log() + shift.squeeze(2) * maskf).sum(1)
-            + (maskf.sum(1) - 1) * self.top
+            (self.norms.log() + shift.squeeze(2) * mask).sum(1)
+            + (self.lengths - 1) * self.top
             + start_top
             + end_top
             + self.final.log()
