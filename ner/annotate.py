@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ner import schemes
-from ner.batching import MAX_WORD_CHARS, bucketed
+from ner.batching import MAX_WORD_CHARS, bucketed, context_runs
 from ner.crf import allowed_transitions
 from ner.model import Tagger
 from ner.recurrent import run_padded
@@ -145,7 +145,7 @@ class Annotator:
 
     def tag_prepared(self, prepared: Prepared) -> np.ndarray:
         """IOB2 label ids of every token of `prepared` (the model step; `AnnotatorPool` runs it elsewhere)."""
-        return self._tag(prepared.words, prepared.lengths)
+        return self._tag(prepared.words, prepared.lengths, prepared.doc_sents)
 
     def finish(self, prepared: Prepared, ids: np.ndarray) -> list[dict]:
         """The records of `prepared`, given the IOB2 ids of its tokens (the last step of `annotate`)."""
@@ -156,19 +156,32 @@ class Annotator:
         self.seconds["records"] += time.perf_counter() - tick
         return records
 
-    def _tag(self, words: list[str], lengths: np.ndarray) -> np.ndarray:
-        """IOB2 label ids (`self._labels.iob2`) of every token of `words`, split into sentences by `lengths`."""
+    def _tag(self, words: list[str], lengths: np.ndarray, doc_sents: list[int] | None = None) -> np.ndarray:
+        """IOB2 label ids (`self._labels.iob2`) of every token of `words`, split into sentences by `lengths`.
+
+        With `doc_sents` (sentences per document) a model trained with document context reads runs of a
+        document's sentences as one sequence, as it was trained; tags are still made valid per sentence.
+        """
         if not words:
             return np.zeros(0, dtype=np.int64)
         tick = time.perf_counter()
         form_of, features = self._features(words)
         tock = time.perf_counter()
         self.seconds["features"] += tock - tick
-        model_ids = self._predict(form_of, features, lengths)
+        model_ids = self._predict(form_of, features, self._sequence_lengths(lengths, doc_sents))
         tick = time.perf_counter()
         out = self._labels.to_iob2(model_ids, lengths)
         self.seconds["decode"] += time.perf_counter() - tick
         return out
+
+    def _sequence_lengths(self, lengths: np.ndarray, doc_sents: list[int] | None) -> np.ndarray:
+        """Tokens per sequence the model reads: one sentence each, or runs of them (`batching.context_runs`)."""
+        context = self.tagger.cfg.context_tokens
+        if not context or doc_sents is None or len(doc_sents) == len(lengths):
+            return lengths
+        documents = np.repeat(np.arange(len(doc_sents)), doc_sents).tolist()
+        runs = context_runs(lengths.tolist(), documents, context)
+        return np.add.reduceat(lengths, [r.start for r in runs]) if runs else lengths
 
     @torch.inference_mode()
     def _features(self, words: list[str]) -> tuple[np.ndarray, torch.Tensor]:

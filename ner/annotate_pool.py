@@ -26,7 +26,7 @@ class AnnotatorPool:
 
     def submit(self, prepared: Prepared):
         """A future of (IOB2 ids, the worker's stage seconds) for the tokens of `prepared`."""
-        return self.executor.submit(_worker_tag, prepared.words, prepared.sent_lens)
+        return self.executor.submit(_worker_tag, prepared.words, prepared.sent_lens, prepared.doc_sents)
 
     def close(self, cancel: bool = False) -> None:
         self.executor.shutdown(wait=True, cancel_futures=cancel)
@@ -46,8 +46,8 @@ def _start_worker(folder: str, settings: dict) -> None:
     _WORKER = Annotator(load_folder(folder, settings.get("device", "cpu")), **settings)
 
 
-def _worker_tag(words: list[str], sent_lens: list[int]) -> tuple[np.ndarray, dict[str, float]]:
+def _worker_tag(words: list[str], sent_lens: list[int], doc_sents: list[int]) -> tuple[np.ndarray, dict[str, float]]:
     _WORKER.seconds.clear()
     with _gc_paused():
-        ids = _WORKER._tag(words, np.asarray(sent_lens, dtype=np.int64))
+        ids = _WORKER._tag(words, np.asarray(sent_lens, dtype=np.int64), doc_sents)
     return ids.astype(np.int16), dict(_WORKER.seconds)

@@ -8,6 +8,7 @@ encoder runs once per distinct form in the batch rather than once per token.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,10 @@ class Featurizer:
     labels: Vocab  # tags in the training scheme; no padding entry: id 0 is "O"
     trainable_words: int = 0  # words[:trainable_words] are fine-tuned, the rest (vectors only) frozen; 0 = all
 
-    def encode(self, sentences: list[list[str]], tags: list[list[str]] | None = None) -> Encoded:
+    def encode(
+        self, sentences: list[list[str]], tags: list[list[str]] | None = None, documents: list[int] | None = None
+    ) -> Encoded:
+        """Form ids per sentence; `documents` (one id per sentence) lets the model read sentences in context."""
         table: dict[str, int] = {"": 0}
         form_ids = [[table.setdefault(tok, len(table)) for tok in sent] for sent in sentences]
         forms = list(table)
@@ -44,6 +48,7 @@ class Featurizer:
             form_chars=chars,
             form_len=(chars > 0).sum(1),
             tags=tag_ids,
+            documents=documents,
         )
 
     def to_json(self) -> dict:
@@ -69,9 +74,19 @@ class Encoded:
     form_chars: torch.Tensor  # (F, L)
     form_len: torch.Tensor  # (F,)
     tags: list[list[int]] | None = None
+    documents: list[int] | None = None  # document id of each sentence; None: every sentence stands alone
 
     def __len__(self) -> int:
         return len(self.forms)
+
+    def in_context(self, max_tokens: int) -> tuple[Encoded, list[range]]:
+        """The sentences joined into runs of consecutive sentences of one document (`context_runs`), each run one
+        sequence of the returned Encoded, plus the runs, to split its predictions back per sentence."""
+        lengths = [len(f) for f in self.forms]
+        runs = context_runs(lengths, self.documents or range(len(lengths)), max_tokens)
+        joined = [[f for i in run for f in self.forms[i]] for run in runs]
+        tags = None if self.tags is None else [[t for i in run for t in self.tags[i]] for run in runs]
+        return Encoded(joined, self.form_word, self.form_case, self.form_chars, self.form_len, tags), runs
 
     def batch(self, index: list[int]) -> Batch:
         lengths = torch.tensor([len(self.forms[i]) for i in index])
@@ -110,6 +125,25 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         move = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor) and k != "lengths"}
         return Batch(**{**vars(self), **move})
+
+
+def context_runs(lengths: Sequence[int], documents: Sequence[int], max_tokens: int) -> list[range]:
+    """Consecutive sentences of one document, as many as fit in `max_tokens` tokens (a longer sentence alone).
+
+    A recurrent encoder that reads a sentence with its neighbours sees who "Jordan" played against in the line
+    above; greedy packing keeps each token in exactly one sequence, so an epoch costs what it did sentence by
+    sentence. `max_tokens=0` gives one run per sentence.
+    """
+    runs: list[range] = []
+    start, tokens = 0, 0
+    for i, n in enumerate(lengths):
+        if i > start and (documents[i] != documents[start] or tokens + n > max_tokens):
+            runs.append(range(start, i))
+            start, tokens = i, 0
+        tokens += n
+    if len(lengths):
+        runs.append(range(start, len(lengths)))
+    return runs
 
 
 def bucketed(

@@ -27,6 +27,7 @@ class Sentence:
     tokens: list[str]
     tags: list[str]
     line: int  # 1-based line of the first token, for error messages
+    document: int = 0  # index of the document (-DOCSTART- section) the sentence belongs to
 
 
 def decode(raw: bytes, path: str | Path) -> str:
@@ -43,8 +44,11 @@ def decode(raw: bytes, path: str | Path) -> str:
 def read_conll(path: str | Path, tag_column: int = -1, token_column: int = 0) -> list[Sentence]:
     """Sentences of a column file: any whitespace between columns, a blank line between sentences.
 
-    `-DOCSTART-` lines are dropped; CRLF, a BOM and a missing final newline are fine. The number of columns is
-    fixed by the first token line; a line with another count, or a tag that is not O/B-/I-/E-/S- shaped, is an error.
+    `-DOCSTART-` lines are dropped but numbered: each starts a new `document`, which the model may read its
+    sentences in the context of (`model.context_tokens`). A file without any is taken as unrelated sentences (one
+    document each): packing, say, tweets together would invent a context. CRLF, a BOM and a missing final newline
+    are fine. The number of columns is fixed by the first token line; a line with another count, or a tag that is
+    not O/B-/I-/E-/S- shaped, is an error.
     """
     text = decode(Path(path).read_bytes(), path)
     sentences: list[Sentence] = []
@@ -52,12 +56,14 @@ def read_conll(path: str | Path, tag_column: int = -1, token_column: int = 0) ->
     tags: list[str] = []
     first_line = 0
     width = 0
+    document = 0  # -DOCSTART- lines seen so far
     for number, line in enumerate(text.splitlines(), start=1):
         cols = line.split()
         if not cols or cols[0] == "-DOCSTART-":
             if tokens:
-                sentences.append(Sentence(tokens, tags, first_line))
+                sentences.append(Sentence(tokens, tags, first_line, document))
                 tokens, tags = [], []
+            document += bool(cols)
             continue
         if not width:
             width = len(cols)
@@ -74,7 +80,10 @@ def read_conll(path: str | Path, tag_column: int = -1, token_column: int = 0) ->
         tokens.append(cols[token_column])
         tags.append(tag)
     if tokens:
-        sentences.append(Sentence(tokens, tags, first_line))
+        sentences.append(Sentence(tokens, tags, first_line, document))
+    if not document:
+        for index, sent in enumerate(sentences):
+            sent.document = index
     return sentences
 
 

@@ -1,4 +1,5 @@
-"""Corpus loading: local CoNLL folders or Hub ids -> a `DatasetDict` of `tokens` and IOB2 `ner_tags` (ClassLabel).
+"""Corpus loading: local CoNLL folders or Hub ids -> a `DatasetDict` of `tokens`, IOB2 `ner_tags` (ClassLabel)
+and `document` (which -DOCSTART- section each sentence is from; Hub corpora have none, so one per sentence).
 
 Tags are stored in IOB2 whatever the source scheme, because that is what scores are computed on; the training
 scheme (BIOES by default) is derived from it when batches are built. Parsed corpora are saved with
@@ -21,7 +22,7 @@ import datasets
 from ner import schemes
 from ner.conll import DataError, read_conll
 
-READER_VERSION = "1"
+READER_VERSION = "2"  # 2: a `document` column
 SPLIT_FILES = {
     "train": ("train.txt", "eng.train", "train.conll", "train.tsv"),
     "validation": ("valid.txt", "dev.txt", "validation.txt", "eng.testa", "valid.conll", "dev.conll", "dev.tsv"),
@@ -129,8 +130,8 @@ def _parse(files: dict[str, Path], cfg: DataConfig) -> tuple[datasets.DatasetDic
                     )
                 repaired += 1
             converted.append(schemes.convert(sent.tags, "iob2"))
-        rows[split] = {"tokens": [s.tokens for s in sents], "tags": converted}
-        report["splits"][split] = _split_stats(rows[split]["tokens"], converted, repaired)
+        rows[split] = {"tokens": [s.tokens for s in sents], "tags": converted, "document": [s.document for s in sents]}
+        report["splits"][split] = _split_stats(rows[split], repaired)
         if not report["splits"][split]["entities"]:
             raise DataError(files[split], None, "the split holds no entities: wrong tag column or wrong file?")
     corpus = _to_dataset_dict(rows)
@@ -145,12 +146,17 @@ def _to_dataset_dict(rows: dict) -> datasets.DatasetDict:
         {
             "tokens": datasets.Sequence(datasets.Value("string")),
             "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names)),
+            "document": datasets.Value("int32"),
         }
     )
     return datasets.DatasetDict(
         {
             split: datasets.Dataset.from_dict(
-                {"tokens": r["tokens"], "ner_tags": [[index[t] for t in seq] for seq in r["tags"]]},
+                {
+                    "tokens": r["tokens"],
+                    "ner_tags": [[index[t] for t in seq] for seq in r["tags"]],
+                    "document": r["document"],
+                },
                 features=features,
                 split=split,
             )
@@ -169,11 +175,12 @@ def _eval_only(rows: dict) -> list[str]:
     return sorted({t for s, r in rows.items() if s != "train" for seq in r["tags"] for t in seq} - train)
 
 
-def _split_stats(tokens: list[list[str]], tags: list[list[str]], repaired: int) -> dict:
-    types = Counter(typ for seq in tags for _, _, typ in schemes.spans(seq))
+def _split_stats(rows: dict, repaired: int) -> dict:
+    types = Counter(typ for seq in rows["tags"] for _, _, typ in schemes.spans(seq))
     return {
-        "sentences": len(tokens),
-        "tokens": sum(map(len, tokens)),
+        "sentences": len(rows["tokens"]),
+        "documents": len(set(rows["document"])),
+        "tokens": sum(map(len, rows["tokens"])),
         "entities": sum(types.values()),
         "entities_by_type": dict(sorted(types.items())),
         "invalid_sequences_repaired": repaired,
@@ -211,6 +218,7 @@ def _load_hub(cfg: DataConfig) -> tuple[datasets.DatasetDict, dict]:
         rows[split] = {
             "tokens": hub[split]["tokens"],
             "tags": [schemes.convert([names[i] for i in seq], "iob2") for seq in hub[split]["ner_tags"]],
+            "document": list(range(len(hub[split]))),
         }
     if "train" not in rows:
         raise DataError(cfg.path, None, "the Hub dataset has no 'train' split")
@@ -218,7 +226,7 @@ def _load_hub(cfg: DataConfig) -> tuple[datasets.DatasetDict, dict]:
     report = {
         "source_scheme": "hub",
         "fingerprint": hub["train"]._fingerprint,
-        "splits": {s: _split_stats(r["tokens"], r["tags"], 0) for s, r in rows.items()},
+        "splits": {s: _split_stats(r, 0) for s, r in rows.items()},
         "labels_only_in_eval": _eval_only(rows),
     }
     return corpus, report

@@ -39,6 +39,7 @@ class ModelConfig:
     dropout: float = 0.5  # on the embeddings and the encoder output (and between layers)
     variational_dropout: bool = False  # one dropout mask per sentence, shared by its tokens (Gal & Ghahramani 2016)
     word_dropout: float = 0.0  # training only: probability of replacing a word id by <unk>
+    context_tokens: int = 0  # read consecutive sentences of a document as one sequence of up to N tokens (0 = off)
 
     def __post_init__(self) -> None:
         checks = {
@@ -51,6 +52,8 @@ class ModelConfig:
                 raise ValueError(f"model.{key}={value!r} is not one of {', '.join(allowed)}")
         if self.num_layers < 1 or self.hidden_size < 1:
             raise ValueError("model.num_layers and model.hidden_size must be >= 1")
+        if self.context_tokens < 0:
+            raise ValueError(f"model.context_tokens={self.context_tokens} must be >= 0")
         for key in ("dropout", "word_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"model.{key}={getattr(self, key)} must be in [0, 1)")

@@ -12,7 +12,25 @@ from ner.model import Tagger
 def predict_ids(
     model: Tagger, encoded: Encoded, batch_size: int = 256, max_tokens: int = 20_000, device: torch.device | str = "cpu"
 ) -> list[list[int]]:
-    """Best tag ids for every sentence of `encoded`, in input order."""
+    """Best tag ids for every sentence of `encoded`, in input order.
+
+    A model trained with document context (`context_tokens`) reads each sentence with its neighbours, as it did in
+    training; the tags still come back per sentence, so scores are counted exactly as without context.
+    """
+    if model.cfg.context_tokens and encoded.documents is not None:
+        joined, runs = encoded.in_context(model.cfg.context_tokens)
+        out = []
+        for run, ids in zip(runs, _predict_ids(model, joined, batch_size, max_tokens, device), strict=True):
+            for i in run:
+                out.append(ids[: len(encoded.forms[i])])
+                ids = ids[len(encoded.forms[i]) :]
+        return out
+    return _predict_ids(model, encoded, batch_size, max_tokens, device)
+
+
+def _predict_ids(
+    model: Tagger, encoded: Encoded, batch_size: int, max_tokens: int, device: torch.device | str
+) -> list[list[int]]:
     was_training = model.training
     model.eval()
     out: list[list[int]] = [[] for _ in range(len(encoded))]

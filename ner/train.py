@@ -8,6 +8,8 @@ import signal
 import sys
 import tempfile
 import threading
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -42,6 +44,13 @@ def build(cfg: DictConfig):
     data_cfg = DataConfig(**cfg.data)
     model_cfg = ModelConfig(**{k: v for k, v in cfg.model.items() if k != "embeddings"})
     corpus, data_report = load_corpus(data_cfg)
+    if model_cfg.context_tokens and len(set(corpus["train"]["document"])) == len(corpus["train"]):
+        print(
+            f"note: model.context_tokens={model_cfg.context_tokens}, but the training file has no -DOCSTART- lines, "
+            "so its sentences are unrelated: each is read alone (context_tokens=0 in the saved model)",
+            flush=True,
+        )
+        model_cfg = replace(model_cfg, context_tokens=0)
     vectors = read_vectors(cfg.model.embeddings.path) if cfg.model.embeddings.path else None
     train_tokens = corpus["train"]["tokens"]
     words, trainable = build_word_vocab(train_tokens, vectors)
@@ -68,9 +77,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     print(_data_summary(data_report), flush=True)
     gold = {s: tag_strings(corpus[s]) for s in corpus}
     enc = {
-        s: featurizer.encode(corpus[s]["tokens"], [schemes.convert(t, data_cfg.train_scheme) for t in gold[s]])
+        s: featurizer.encode(
+            corpus[s]["tokens"], [schemes.convert(t, data_cfg.train_scheme) for t in gold[s]], corpus[s]["document"]
+        )
         for s in corpus
     }
+    train_enc = enc["train"].in_context(model.cfg.context_tokens)[0] if model.cfg.context_tokens else enc["train"]
     name = tracking_cfg.run_name or run_name(model.cfg, cfg.seed)
     tags = {
         "cell": model.cfg.cell,
@@ -95,13 +107,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
             every = tracking_cfg.grad_profile_every
             if every and res.epoch % every == 0:
                 try:
-                    gradients.log_gradient_profile(model, enc["train"], res.epoch)
+                    gradients.log_gradient_profile(model, train_enc, res.epoch)
                 except Exception as err:  # noqa: BLE001 - a diagnostic must not stop training
                     print(f"warning: gradient profile not logged ({err})", flush=True)
 
         result = fit(
             model,
-            enc["train"],
+            train_enc,
             enc[dev_split],
             gold[dev_split],
             trainer_cfg,
@@ -152,15 +164,15 @@ def _log_setup(cfg: DictConfig, corpus, data_report: dict) -> None:
     from mlflow.data.huggingface_dataset import from_huggingface
 
     for split in corpus:
-        mlflow.log_input(
-            from_huggingface(
+        with warnings.catch_warnings():  # "integer columns cannot hold missing values": `document` never misses one
+            warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer", UserWarning)
+            dataset = from_huggingface(
                 corpus[split],
                 path=str(cfg.data.path),
                 name=f"{cfg.data.path}:{split}",
                 digest=str(data_report.get("fingerprint", ""))[:20],
-            ),
-            context=split,
-        )
+            )
+            mlflow.log_input(dataset, context=split)
 
 
 def _data_summary(data_report: dict) -> str:

@@ -38,7 +38,7 @@ class TrainerConfig:
     ema_decay: float = 0.0  # evaluate and keep an exponential moving average of the weights, e.g. 0.999 (0 = off)
     weight_decay: float = 0.0  # L2 penalty
     clip: float = 5.0  # gradient norm clipping; 0 = off
-    batch_size: int = 10  # sentences per training batch
+    batch_size: int = 10  # sequences per training batch: sentences, or runs of them (model.context_tokens)
     eval_batch_size: int = 512  # sentences per inference batch
     threads: int = 2  # torch CPU threads (use 1 when other processes share the cores)
     device: str = "cpu"  # cpu | cuda | cuda:N

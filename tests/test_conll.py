@@ -16,6 +16,15 @@ def test_reads_tokens_and_tags_and_drops_docstart(tiny_dir):
     assert len(sents) == 61
 
 
+def test_docstart_lines_number_the_documents_and_a_file_without_them_has_one_per_sentence(tmp_path):
+    path = write(tmp_path, b"-DOCSTART- O\n\nEU B-ORG\n\nPeter B-PER\n-DOCSTART- O\nParis B-LOC\n\nBonn B-LOC\n")
+    sents = read_conll(path)
+    assert [s.tokens for s in sents] == [["EU"], ["Peter"], ["Paris"], ["Bonn"]]
+    assert [s.document for s in sents] == [1, 1, 2, 2]
+    tweets = write(tmp_path, b"EU B-ORG\n\nPeter B-PER\n\nParis B-LOC\n", "tweets.txt")
+    assert [s.document for s in read_conll(tweets)] == [0, 1, 2]
+
+
 def test_crlf_bom_tabs_and_missing_final_newline_are_tolerated(tmp_path):
     path = write(tmp_path, b"\xef\xbb\xbfEU\tB-ORG\r\nrejects   O\r\n\r\nPeter\tB-PER")
     sents = read_conll(path)

@@ -317,23 +317,32 @@ def _reference(tagger: Tagger, texts: list[str]) -> list[dict]:
     """The straightforward path: tokenise, predict_tags on all sentences, build each record with document()."""
     split = [split_sentences(text, 250) for text in texts]
     flat = [[t.text for t in sent] for doc in split for sent in doc]
-    tags = iter(predict_tags(tagger, tagger.featurizer.encode(flat)))
+    documents = [d for d, doc in enumerate(split) for _ in doc]
+    tags = iter(predict_tags(tagger, tagger.featurizer.encode(flat, documents=documents)))
     return [document(text, doc, [next(tags) for _ in doc]) for text, doc in zip(texts, split, strict=True)]
 
 
-def _random_tagger(head: str, scheme: str, seed: int) -> Tagger:
+def _random_tagger(head: str, scheme: str, seed: int, context_tokens: int = 0) -> Tagger:
     torch.manual_seed(seed)
     words = Vocab(["<pad>", "<unk>", "peter", "paris", "visited", "."])
     chars = Vocab(["<pad>", "<unk>", *"PeterParisvd."])
     labels = Vocab(schemes.labels_for(["LOC", "PER"], scheme))
-    cfg = ModelConfig(hidden_size=8, char_hidden=4, char_dim=4, case_dim=3, word_dim=6, head=head)
+    cfg = ModelConfig(
+        hidden_size=8, char_hidden=4, char_dim=4, case_dim=3, word_dim=6, head=head, context_tokens=context_tokens
+    )
     return Tagger(cfg, Featurizer(words, chars, labels, trainable_words=4), scheme, np.ones((6, 6), np.float32)).eval()
 
 
-@pytest.mark.parametrize(("head", "scheme"), [("crf", "bioes"), ("softmax", "bioes"), ("softmax", "iob2")])
-def test_annotator_equals_the_reference_path(head, scheme):
-    """Random weights: a softmax head emits many invalid sequences, which must be read like conlleval does."""
-    tagger = _random_tagger(head, scheme, seed=len(head) + len(scheme))
+@pytest.mark.parametrize(
+    ("head", "scheme", "context"),
+    [("crf", "bioes", 0), ("softmax", "bioes", 0), ("softmax", "iob2", 0), ("crf", "bioes", 30)],
+)
+def test_annotator_equals_the_reference_path(head, scheme, context):
+    """Random weights: a softmax head emits many invalid sequences, which must be read like conlleval does; with
+    document context the model reads runs of a document's sentences, and both paths must cut the same runs."""
+    tagger = _random_tagger(head, scheme, seed=len(head) + len(scheme), context_tokens=context)
+    with torch.no_grad():
+        tagger.proj.weight *= 1 + context  # large scores: a neighbouring sentence then changes some tags
     texts = [*MESSY_LINES, LONG_LINE[:3000], "Peter Paris Peter Paris visited . " * 40]
     annotator = Annotator(tagger, batch_size=7, max_tokens=300)
     assert annotator.annotate(texts) == _reference(tagger, texts)
