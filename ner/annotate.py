@@ -181,7 +181,7 @@ class Annotator:
             return lengths
         documents = np.repeat(np.arange(len(doc_sents)), doc_sents).tolist()
         runs = context_runs(lengths.tolist(), documents, context)
-        return np.add.reduceat(lengths, [r.start for r in runs]) if runs else lengths
+        return np.add.reduceat(lengths, [r.start for r in runs])
 
     @torch.inference_mode()
     def _features(self, words: list[str]) -> tuple[np.ndarray, torch.Tensor]:

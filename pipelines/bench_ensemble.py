@@ -25,10 +25,11 @@ import torch
 from bench_accuracy import ANCHORS, TARGETS, stored_jobs
 from docs_section import machine, replace_section
 
-from ner import metrics, model_uri, schemes, tracking
-from ner.batching import Encoded, bucketed
+from ner import metrics, model_uri, tracking
+from ner.batching import Batch
 from ner.data import DataConfig, load_corpus, tag_strings
 from ner.model import Tagger
+from ner.predict import predict_tags
 from ner.sweep import fmt, mean_std
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,31 +48,23 @@ def parse() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def predict(members: list[Tagger], encoded: Encoded) -> list[list[str]]:
-    """IOB2 tags of every sentence from the averaged emission and transition scores of `members`."""
-    crf = copy.deepcopy(members[0].crf)
-    with torch.no_grad():
-        for name, param in crf.named_parameters():
-            param.copy_(torch.stack([dict(m.crf.named_parameters())[name] for m in members]).mean(0))
-    context = members[0].cfg.context_tokens
-    joined, runs = encoded.in_context(context) if context else (encoded, [range(i, i + 1) for i in range(len(encoded))])
-    lengths = [len(f) for f in joined.forms]
-    flat: list[list[int]] = [[] for _ in lengths]
-    with torch.inference_mode():
-        for index in bucketed(lengths, 256, max_tokens=20_000):
-            batch = joined.batch(index)
-            emissions = torch.stack([m.emissions(batch) for m in members]).mean(0)
-            best = crf.decode(emissions, batch.mask)
-            for i, row, n in zip(index, best.tolist(), batch.lengths.tolist(), strict=True):
-                flat[i] = row[:n]
-    itos = members[0].featurizer.labels.itos
-    out = []
-    for run, ids in zip(runs, flat, strict=True):
-        for i in run:
-            n = len(encoded.forms[i])
-            out.append(schemes.convert([itos[t] for t in ids[:n]], "iob2"))
-            ids = ids[n:]
-    return out
+class Averaged(torch.nn.Module):
+    """Members' emission scores and CRF parameters averaged (log-linear pooling): `predict_tags` reads it as one
+    `Tagger`, so it is decoded, read in context and split back per sentence exactly as a single model is."""
+
+    decode = Tagger.decode
+
+    def __init__(self, members: list[Tagger]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.cfg, self.featurizer = members[0].cfg, members[0].featurizer
+        self.crf = copy.deepcopy(members[0].crf)
+        with torch.no_grad():
+            for name, param in self.crf.named_parameters():
+                param.copy_(torch.stack([m.crf.get_parameter(name) for m in members]).mean(0))
+
+    def emissions(self, batch: Batch) -> torch.Tensor:
+        return torch.stack([m.emissions(batch) for m in self.members]).mean(0)
 
 
 def load_members(jobs, uri: str | None) -> list[Tagger]:
@@ -87,7 +80,8 @@ def load_members(jobs, uri: str | None) -> list[Tagger]:
 
 
 def score(members: list[Tagger], data: dict) -> dict[str, float]:
-    return {split: metrics.score(gold, predict(members, enc))["f1"] for split, (enc, gold) in data.items()}
+    model = Averaged(members)
+    return {split: metrics.score(gold, predict_tags(model, enc))["f1"] for split, (enc, gold) in data.items()}
 
 
 def groups(configs: list[str], jobs) -> list[tuple[str, list[int]]]:
