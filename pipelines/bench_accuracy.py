@@ -34,8 +34,8 @@ from pathlib import Path
 
 from docs_section import machine, replace_section
 
-from ner import tracking
-from ner.sweep import fmt, mean_std
+from ner.tracking import store
+from ner.training.sweep import fmt, mean_std
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -237,7 +237,7 @@ def default_params() -> dict[str, str]:
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return tracking.flatten(OmegaConf.to_container(compose(config_name="train"), resolve=True))
+        return store.flatten(OmegaConf.to_container(compose(config_name="train"), resolve=True))
 
 
 def differences(jobs: list[Job], config: str) -> str:
@@ -252,8 +252,8 @@ def differences(jobs: list[Job], config: str) -> str:
 def log_mlflow(args: argparse.Namespace, info: dict, jobs: list[Job], summary: dict, section: str) -> str:
     import mlflow
 
-    cfg = tracking.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="accuracy", log_model=False)
-    with tracking.run(cfg, "accuracy", {"benchmark": "accuracy", "git_commit": tracking.git_commit()}) as active:
+    cfg = store.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="accuracy", log_model=False)
+    with store.run(cfg, "accuracy", {"benchmark": "accuracy", "git_commit": store.git_commit()}) as active:
         mlflow.log_params({**{k: str(v) for k, v in info.items()}, "seeds": args.seeds, "parallel": args.parallel,
                            "threads": args.threads, "runs": " ".join(j.run_id for j in jobs)})  # fmt: skip
         mlflow.log_metrics(summary)
@@ -266,7 +266,7 @@ def main() -> None:
     info = machine()
     argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--note" and sys.argv[i] != "--note"]  # printed below
     command = "python pipelines/bench_accuracy.py " + " ".join(shlex.quote(a) for a in argv)
-    tracking.connect(tracking.TrackingConfig(uri=args.tracking_uri, experiment=args.experiment))
+    store.connect(store.TrackingConfig(uri=args.tracking_uri, experiment=args.experiment))
     if args.from_store:
         jobs = stored_jobs(args.experiment, dict(r.split("=", 1) for r in args.rename), args.include_stopped)
         fetch_metrics(jobs)

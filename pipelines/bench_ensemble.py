@@ -25,12 +25,13 @@ import torch
 from bench_accuracy import ANCHORS, TARGETS, stored_jobs
 from docs_section import machine, replace_section
 
-from ner import metrics, model_uri, tracking
-from ner.batching import Batch
-from ner.data import DataConfig, load_corpus, tag_strings
-from ner.model import Tagger
-from ner.predict import predict_tags
-from ner.sweep import fmt, mean_std
+from ner.data.batching import Batch
+from ner.data.corpus import DataConfig, load_corpus, tag_strings
+from ner.evaluation import metrics
+from ner.model.engine import predict_tags
+from ner.model.tagger import Tagger
+from ner.tracking import model_uri, store
+from ner.training.sweep import fmt, mean_std
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -114,7 +115,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     info = machine()
     command = "python pipelines/bench_ensemble.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    tracking.connect(tracking.TrackingConfig(uri=args.tracking_uri, experiment=args.experiment))
+    store.connect(store.TrackingConfig(uri=args.tracking_uri, experiment=args.experiment))
     configs = args.configs.split(",")
     jobs = [j for j in stored_jobs(args.experiment, {}) if j.config in configs]
     jobs.sort(key=lambda j: (configs.index(j.config), j.seed))
@@ -145,8 +146,8 @@ def main() -> None:
     print("\n" + section)
     import mlflow
 
-    cfg = tracking.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="ensemble", log_model=False)
-    with tracking.run(cfg, "ensemble", {"benchmark": "ensemble", "git_commit": tracking.git_commit()}):
+    cfg = store.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="ensemble", log_model=False)
+    with store.run(cfg, "ensemble", {"benchmark": "ensemble", "git_commit": store.git_commit()}):
         mlflow.log_params({**{k: str(v) for k, v in info.items()}, "runs": " ".join(j.run_id for j in jobs)})
         mlflow.log_metrics({f"{r['name'].replace(' ', '_')}_all_test_f1": r["all"]["test"] for r in rows})
         mlflow.log_text(section, "ensemble.md")

@@ -36,11 +36,12 @@ from bench_tag import CONLL_TRAIN, conll_articles
 from docs_section import machine, replace_section
 from hydra import compose, initialize_config_dir
 
-from ner import schemes, tracking
-from ner.annotate import Annotator
-from ner.data import tag_strings
-from ner.train import build
-from ner.trainer import TrainerConfig, make_optimizer, train_epoch
+from ner.data import schemes
+from ner.data.corpus import tag_strings
+from ner.tagging.annotate import Annotator
+from ner.tracking import store
+from ner.training.pipeline import build
+from ner.training.trainer import TrainerConfig, make_optimizer, train_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -200,8 +201,8 @@ def main() -> None:
     print("\n" + section)
     import mlflow
 
-    cfg = tracking.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="scaling", log_model=False)
-    with tempfile.TemporaryDirectory() as tmp, tracking.run(cfg, "scaling", {"benchmark": "scaling"}) as active:
+    cfg = store.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="scaling", log_model=False)
+    with tempfile.TemporaryDirectory() as tmp, store.run(cfg, "scaling", {"benchmark": "scaling"}) as active:
         png = Path(tmp) / "scaling.png"
         plot(size_rows, length_rows, png)
         mlflow.log_params({**info, "threads": args.threads, "overrides": " ".join(args.overrides)})

@@ -91,7 +91,7 @@ def child(overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from ner.tag import TagConfig, tag
+    from ner.tagging.pipeline import TagConfig, tag
 
     with initialize_config_dir(config_dir=str(ROOT / "conf" / "tag"), version_base="1.3"):
         cfg = TagConfig(**OmegaConf.to_container(compose(config_name="tag", overrides=overrides), resolve=True))

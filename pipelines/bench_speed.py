@@ -51,12 +51,13 @@ from docs_section import machine, replace_section
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ner import schemes, tracking
-from ner.batching import Encoded, bucketed
-from ner.data import tag_strings
-from ner.model import Tagger
-from ner.train import build
-from ner.trainer import TrainerConfig
+from ner.data import schemes
+from ner.data.batching import Encoded, bucketed
+from ner.data.corpus import tag_strings
+from ner.model.tagger import Tagger
+from ner.tracking import store
+from ner.training.pipeline import build
+from ner.training.trainer import TrainerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAIR_PYTHON = ROOT / ".venv-flair" / "bin" / "python"
@@ -525,9 +526,9 @@ def log_mlflow(args: argparse.Namespace, info: dict, fi: dict, m: dict[str, floa
     """One run in experiment `benchmarks` with the machine as params, every number as a metric, the table."""
     import mlflow
 
-    cfg = tracking.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="speed", log_model=False)
-    tags = {"benchmark": "speed", "git_commit": tracking.git_commit()}
-    with tracking.run(cfg, "speed", tags) as active:
+    cfg = store.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="speed", log_model=False)
+    tags = {"benchmark": "speed", "git_commit": store.git_commit()}
+    with store.run(cfg, "speed", tags) as active:
         params = {**info, **{f"flair_{k}": v for k, v in fi.items()}}
         params.update({k: v for k, v in vars(args).items() if k not in ("tracking_uri",)})
         mlflow.log_params({k: str(v) for k, v in params.items()})

@@ -129,7 +129,7 @@ def _detokenise(tokens: list[str]) -> str:
 
 def _default_model(tracking_uri: str | None) -> str:
     """best:ner, else the newest finished run of any experiment that logged a model; else how to get one."""
-    from ner import model_uri
+    from ner.tracking import model_uri
 
     try:
         return model_uri.best_run_uri("ner", tracking_uri)
@@ -186,7 +186,7 @@ def _child(args: argparse.Namespace) -> None:
     """Runs in the child: tag the file and print the summary (plus peak RSS) as the last line of stdout."""
     if args.cpu_time:
         time.perf_counter = time.thread_time  # every stage timer in ner.tag / ner.annotate now counts CPU time
-    from ner.tag import TagConfig, tag
+    from ner.tagging.pipeline import TagConfig, tag
 
     knobs = ("output_format", "batch_size", "max_tokens", "chunk_chars", "threads", "workers", "precision")
     chosen = {k: getattr(args, k) for k in knobs if getattr(args, k) is not None}  # the rest: TagConfig defaults

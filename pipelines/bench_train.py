@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from ner import schemes
-from ner.batching import bucketed
-from ner.data import tag_strings
-from ner.train import build
-from ner.trainer import TrainerConfig, make_optimizer
+from ner.data import schemes
+from ner.data.batching import bucketed
+from ner.data.corpus import tag_strings
+from ner.training.pipeline import build
+from ner.training.trainer import TrainerConfig, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

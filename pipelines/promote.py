@@ -21,7 +21,7 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 
-from ner import tracking
+from ner.tracking import store
 
 
 def best_run(client: mlflow.MlflowClient, experiment: str, metric: str = "best_dev_f1") -> Run:
@@ -61,7 +61,7 @@ def promote(
     metric: str = "best_dev_f1",
 ) -> ModelVersion:
     """Point `models:/<model_name>@<alias>` at the best run of `experiment`; returns the model version."""
-    mlflow.set_tracking_uri(tracking_uri or tracking.default_store()[0])
+    mlflow.set_tracking_uri(tracking_uri or store.default_store()[0])
     client = mlflow.MlflowClient()
     run = best_run(client, experiment, metric)
     version = registered_version(client, model_name, run.info.run_id)

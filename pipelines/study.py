@@ -31,10 +31,11 @@ from pathlib import Path
 import mlflow
 import torch
 
-from ner import metrics, schemes
-from ner.gradients import plot_profiles, profile_batch, timestep_grad_norms
-from ner.model import Tagger
-from ner.sweep import fmt, mean_std, to_csv
+from ner.data import schemes
+from ner.evaluation import metrics
+from ner.model.tagger import Tagger
+from ner.training.gradients import plot_profiles, profile_batch, timestep_grad_norms
+from ner.training.sweep import fmt, mean_std, to_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKETS = ((1, 10), (11, 20), (21, 40), (41, 10_000))  # sentence length in tokens, inclusive
@@ -125,9 +126,9 @@ def _defaults_not_overridden(defaults: list[str], overrides: list[str]) -> list[
 
 def collect(sweep_dir: Path, tracking_uri: str | None, profiles: bool) -> list[dict]:
     """Steps 2-3: per finished run, its setting, final metrics, bucketed test F1 and gradient profile."""
-    from ner import tracking
+    from ner.tracking import store
 
-    mlflow.set_tracking_uri(tracking_uri or tracking.default_store(ROOT)[0])
+    mlflow.set_tracking_uri(tracking_uri or store.default_store(ROOT)[0])
     if not (sweep_dir / "sweep_runs.csv").is_file():
         raise SystemExit(f"{sweep_dir} has no sweep_runs.csv: not a finished sweep of ner.train -m")
     jobs = list(csv.DictReader(io.StringIO((sweep_dir / "sweep_runs.csv").read_text())))

@@ -42,7 +42,7 @@ def trained_run(tmp_path_factory):
     """One tiny training run shared by the tests that need a logged model: (run_id, tracking uri, metrics)."""
     import mlflow
 
-    from ner.train import train
+    from ner.training.pipeline import train
 
     tmp = tmp_path_factory.mktemp("run")
     vectors = Path(__file__).parent / "fixtures" / "vectors.txt"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from ner import model_uri
-from ner.tag import TagConfig, tag
+from ner.tagging.pipeline import TagConfig, tag
+from ner.tracking import model_uri
 from tests.conftest import ROOT
 
 # Lines that have broken other taggers' offsets: tabs, control characters, emoji (ZWJ, skin tone, flags),

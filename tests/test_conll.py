@@ -1,6 +1,6 @@
 import pytest
 
-from ner.conll import DataError, read_conll
+from ner.data.conll import DataError, read_conll
 
 
 def write(tmp_path, content: bytes, name="train.txt"):

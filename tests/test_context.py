@@ -6,8 +6,8 @@ import torch
 from conftest import TINY, compose_train
 from test_model import SENTS, TAGS, make
 
-from ner.batching import context_runs
-from ner.predict import predict_ids
+from ner.data.batching import context_runs
+from ner.model.engine import predict_ids
 
 
 def test_runs_keep_to_one_document_and_the_token_budget():
@@ -34,7 +34,7 @@ def test_a_model_with_context_reads_a_sentence_with_its_neighbours():
 
 
 def test_context_is_off_for_a_training_file_without_documents(tmp_path, capsys):
-    from ner.train import build
+    from ner.training.pipeline import build
 
     data = tmp_path / "tweets"
     shutil.copytree(TINY, data)
@@ -48,8 +48,8 @@ def test_context_is_off_for_a_training_file_without_documents(tmp_path, capsys):
 
 
 def test_a_run_with_context_trains_scores_and_saves_it(tmp_path):
-    from ner.model import Tagger
-    from ner.train import train
+    from ner.model.tagger import Tagger
+    from ner.training.pipeline import train
 
     result = train(
         compose_train(tmp_path, "model.context_tokens=40", "trainer.max_epochs=2", "tracking.log_model=false")

@@ -3,8 +3,8 @@ import itertools
 import pytest
 import torch
 
-from ner import schemes
-from ner.crf import CRF, allowed_transitions
+from ner.data import schemes
+from ner.model.crf import CRF, allowed_transitions
 
 LABELS = schemes.labels_for(["LOC", "PER"], "bioes")  # 9 tags
 
@@ -108,7 +108,7 @@ def _log_partition_by_autograd(emissions, mask, start, end, trans):
 
 @pytest.mark.parametrize("scale", [1.0, 60.0])  # 60: score gaps past what exp() survives in float32
 def test_log_partition_values_and_gradients_match_autograd(scale):
-    from ner.crf import NEG, LogPartition
+    from ner.model.crf import NEG, LogPartition
 
     torch.manual_seed(0)
     b, t, k = 4, 7, 6
@@ -137,7 +137,7 @@ def test_log_partition_values_and_gradients_match_autograd(scale):
 
 def test_log_partition_gradients_stay_exact_when_float32_backward_overflows():
     """Draws whose float32 forward pass is fine but whose backward vectors overflow must take the float64 path."""
-    from ner.crf import NEG, LogPartition, _Forward
+    from ner.model.crf import NEG, LogPartition, _Forward
 
     torch.manual_seed(0)
     mask = torch.ones(4, 7, dtype=torch.bool)

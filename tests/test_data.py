@@ -3,8 +3,8 @@ import shutil
 import datasets
 import pytest
 
-from ner.conll import DataError
-from ner.data import DataConfig, load_corpus, tag_strings
+from ner.data.conll import DataError
+from ner.data.corpus import DataConfig, load_corpus, tag_strings
 from tests.conftest import SHARED
 
 

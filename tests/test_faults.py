@@ -11,7 +11,7 @@ import mlflow
 import pytest
 import torch
 
-from ner import checkpoint
+from ner.training import checkpoint
 from tests.conftest import ROOT, TINY, compose_train
 
 pytestmark = pytest.mark.slow
@@ -103,8 +103,8 @@ def test_sigterm_stops_at_the_next_batch_keeps_a_checkpoint_and_marks_the_run_ki
 
 def test_a_loss_turning_nan_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     """Fault injection: from epoch 3 on the loss is NaN, as a diverging run would make it."""
-    from ner import trainer
-    from ner.train import train
+    from ner.training import trainer
+    from ner.training.pipeline import train
 
     real_epoch = trainer.train_epoch
 
@@ -164,22 +164,22 @@ def test_a_checkpoint_carrying_a_pickled_object_is_refused(tmp_path):
 
 
 def test_metrics_survive_the_store_going_away_mid_run(tmp_path, monkeypatch, capsys):
-    from ner import tracking
+    from ner.tracking import store
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = tracking.TrackingConfig(uri=store, experiment="flaky")
-    log = tracking.MetricLog()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = store.TrackingConfig(uri=uri, experiment="flaky")
+    log = store.MetricLog()
     previous = mlflow.get_tracking_uri()
     try:
-        with tracking.run(cfg, "flaky", {}) as active:
+        with store.run(cfg, "flaky", {}) as active:
             log.log({"dev_f1": 1.0}, 1)
             mlflow.set_tracking_uri("http://127.0.0.1:9")  # the store disappears
             log.log({"dev_f1": 2.0}, 2)
             log.log({"dev_f1": 3.0}, 3)
             assert len(log.pending) == 2
-            mlflow.set_tracking_uri(store)  # and comes back
+            mlflow.set_tracking_uri(uri)  # and comes back
             log.flush()
     finally:
         mlflow.set_tracking_uri(previous)

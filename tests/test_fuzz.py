@@ -7,8 +7,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ner import schemes
-from ner.conll import DataError, read_conll
+from ner.data import schemes
+from ner.data.conll import DataError, read_conll
 
 TAGS = st.sampled_from(["O", "B-PER", "I-PER", "E-LOC", "S-ORG", "I-", "B", "X-PER", "b-per", "O-O", "", "-DOCSTART-"])
 TOKENS = st.text(alphabet=st.characters(blacklist_categories=("Zs", "Cc", "Cs")), min_size=0, max_size=6)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from ner import schemes
-from ner.data import tag_strings
-from ner.gradients import jacobian_norms, log_gradient_profile, profile_batch, timestep_grad_norms
-from ner.train import build
+from ner.data import schemes
+from ner.data.corpus import tag_strings
+from ner.training.gradients import jacobian_norms, log_gradient_profile, profile_batch, timestep_grad_norms
+from ner.training.pipeline import build
 from tests.conftest import compose_train
 
 

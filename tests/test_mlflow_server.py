@@ -137,7 +137,7 @@ def restore_tracking_uri():
 @pytest.fixture
 def project_store(tmp_path, monkeypatch, restore_tracking_uri) -> Path:
     """A folder holding what one training run with the default store leaves: mlruns/mlflow.db + artifacts."""
-    from ner.train import train
+    from ner.training.pipeline import train
 
     monkeypatch.chdir(tmp_path)
     cfg = compose_train(tmp_path, "tracking.uri=null", "tracking.log_model=false", "trainer.max_epochs=2")

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from ner import schemes
-from ner.batching import Featurizer, bucketed
-from ner.model import CharCNN, ModelConfig, Tagger
-from ner.vocab import Vocab, casing
+from ner.data import schemes
+from ner.data.batching import Featurizer, bucketed
+from ner.data.vocab import Vocab, casing
+from ner.model.tagger import CharCNN, ModelConfig, Tagger
 
 SENTS = [["EU", "rejects", "German", "call"], ["Peter", "Blackburn"], ["BRUSSELS", "1996-08-22"], ["Hi"]]
 TAGS = [["S-ORG", "O", "S-MISC", "O"], ["B-PER", "E-PER"], ["S-LOC", "O"], ["O"]]
@@ -110,8 +110,8 @@ def test_the_padded_encoder_gives_the_packed_outputs_and_gradients(cell, bidirec
     """Each direction run on padded rows (the backward one on reversed rows) gives what packing gives."""
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-    from ner.model import CELLS
-    from ner.recurrent import run_padded
+    from ner.model.recurrent import run_padded
+    from ner.model.tagger import CELLS
 
     torch.manual_seed(0)
     rnn = CELLS[cell](5, 4, num_layers=layers, bidirectional=bidirectional, batch_first=True)
@@ -138,7 +138,7 @@ def test_the_padded_encoder_gives_the_packed_outputs_and_gradients(cell, bidirec
 
 @pytest.mark.parametrize("p", [0.5, 0.3, 0.1])
 def test_token_dropout_drops_each_element_independently_with_probability_p(p):
-    from ner.model import TokenDropout
+    from ner.model.tagger import TokenDropout
 
     torch.manual_seed(0)
     drop = TokenDropout(p).train()
@@ -158,7 +158,7 @@ def test_token_dropout_drops_each_element_independently_with_probability_p(p):
 
 
 def test_sentence_dropout_drops_the_same_features_at_every_position():
-    from ner.model import SentenceDropout
+    from ner.model.tagger import SentenceDropout
 
     torch.manual_seed(0)
     drop = SentenceDropout(0.5).train()

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from ner import model_uri
-from ner.annotate import Annotator
-from ner.batching import Featurizer
-from ner.model import ModelConfig, Tagger
-from ner.vocab import Vocab
+from ner.data.batching import Featurizer
+from ner.data.vocab import Vocab
+from ner.model.tagger import ModelConfig, Tagger
+from ner.tagging.annotate import Annotator
+from ner.tracking import model_uri
 from tests.tag_fixtures import tiny_model_dir  # noqa: F401 (fixture)
 
 TEXT = ["Angela Merkel visited Paris on Monday .", "Peter left Reuters ."]

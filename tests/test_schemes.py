@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from ner import schemes
+from ner.data import schemes
 
 
 def test_iob1_is_converted_to_bioes():

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from ner.tag_io import TagError
+from ner.tagging.files import TagError
 from tests.tag_fixtures import (
     MESSY_LINES,
     assert_offsets_exact,
@@ -49,7 +49,7 @@ def spark():
     reason = _java_reason()
     if reason:
         pytest.skip(reason)
-    from ner.spark import SparkSettings, session
+    from ner.tagging.spark import SparkSettings, session
 
     conf = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4"}
     spark, _ = session(SparkSettings(master=MASTER, conf=conf))
@@ -186,8 +186,8 @@ def test_spark_overrides_are_taken_as_typed():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from ner.spark import SparkSettings, hydra_args
-    from ner.tag import TagConfig
+    from ner.tagging.pipeline import TagConfig
+    from ner.tagging.spark import SparkSettings, hydra_args
     from tests.conftest import ROOT
 
     typed = ["engine=spark", "spark.master=local[2]", "spark.conf.spark.executor.memory=4g", "input=x"]

@@ -19,7 +19,7 @@ import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from ner.sweep import JobRecord, MlflowSweepCallback, mean_std, settings, summary_rows
+from ner.training.sweep import JobRecord, MlflowSweepCallback, mean_std, settings, summary_rows
 from pipelines import study
 from pipelines.promote import promote
 from tests.conftest import ROOT, TINY

@@ -13,17 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from ner import metrics, schemes
-from ner.annotate import Annotator, document
-from ner.batching import Featurizer
-from ner.conll import read_conll
-from ner.model import ModelConfig, Tagger
-from ner.model_uri import load_folder
-from ner.predict import predict_tags
-from ner.tag import TagConfig
-from ner.tag_io import TagError
-from ner.tokenize import sentences as split_sentences
-from ner.vocab import Vocab
+from ner.data import schemes
+from ner.data.batching import Featurizer
+from ner.data.conll import read_conll
+from ner.data.tokenize import sentences as split_sentences
+from ner.data.vocab import Vocab
+from ner.evaluation import metrics
+from ner.model.engine import predict_tags
+from ner.model.tagger import ModelConfig, Tagger
+from ner.tagging.annotate import Annotator, document
+from ner.tagging.files import TagError
+from ner.tagging.pipeline import TagConfig
+from ner.tracking.model_uri import load_folder
 from tests.conftest import ROOT, TINY
 from tests.tag_fixtures import (
     MESSY_LINES,
@@ -123,7 +124,7 @@ def test_glob_input_and_the_three_output_formats_agree(tiny_model_dir, tmp_path)
 
 
 def test_spans_escape_tabs_and_newlines_inside_entities(tmp_path):
-    from ner.tag_io import Document, serialise
+    from ner.tagging.files import Document, serialise
 
     doc = Document(0, "a\tb.txt", 0, 0, text="x")
     record = {"entities": [{"text": "New\tYork\\", "type": "LOC", "start": 0, "end": 9}]}
@@ -363,7 +364,7 @@ def test_annotator_equals_the_reference_path_for_the_trained_model(tiny_model_di
 
 
 def test_auto_precision_takes_bf16_only_on_a_cpu_with_native_bfloat16():
-    from ner.annotate import resolve_precision
+    from ner.tagging.annotate import resolve_precision
 
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ner.tokenize import Token, sentences, split_sentences, token_spans, tokenize
+from ner.data.tokenize import Token, sentences, split_sentences, token_spans, tokenize
 
 ZERO_WIDTH = {"\u200b", "\u2060", "\ufeff"}
 

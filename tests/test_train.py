@@ -90,7 +90,7 @@ def test_registered_model_gets_a_version(trained_run):
 
 
 def test_a_failing_run_is_marked_failed(tmp_path):
-    from ner.train import train
+    from ner.training.pipeline import train
 
     cfg = compose_train(tmp_path, "trainer.lr=nan", "tracking.experiment=fails")
     with pytest.raises(FloatingPointError):
@@ -103,7 +103,7 @@ def test_a_failing_run_is_marked_failed(tmp_path):
 
 
 def test_same_seed_gives_identical_results_on_cpu(tmp_path):
-    from ner.train import train
+    from ner.training.pipeline import train
 
     runs = [train(compose_train(tmp_path / str(i), "trainer.max_epochs=3", "tracking.log_model=false")) for i in (1, 2)]
     keys = ("best_dev_f1", "test_f1", "test_precision", "test_recall", "best_epoch")
@@ -112,7 +112,7 @@ def test_same_seed_gives_identical_results_on_cpu(tmp_path):
 
 def test_numeric_experiment_and_run_names_stay_text(tmp_path):
     """Hydra parses `tracking.experiment=2024` as an int and `=nan` as a float; MLflow needs the text."""
-    from ner.tracking import TrackingConfig
+    from ner.tracking.store import TrackingConfig
 
     cfg = compose_train(tmp_path, "tracking.experiment=nan", "tracking.run_name=2024")
     tracking_cfg = TrackingConfig(**cfg.tracking)

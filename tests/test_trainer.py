@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ner.trainer import Average, Loop, TrainerConfig
+from ner.training.trainer import Average, Loop, TrainerConfig
 
 
 def test_plateau_annealing_multiplies_the_lr_after_patience_epochs_without_a_better_dev_f1():

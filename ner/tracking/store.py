@@ -20,9 +20,9 @@ import mlflow
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
-from ner import checkpoint
+from ner.training import checkpoint
 
-PACKAGE_DIR = Path(__file__).resolve().parent  # not ner.__file__: None under some editable installs
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the `ner` package (ner.__file__ is None in some editable installs)
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "mlflow"]
 
 
@@ -156,7 +156,7 @@ def log_model(tagger_dir: str | Path, register_as: str | None = None):
         shutil.copytree(PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
         return mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(package / "pyfunc_model.py"),
+            python_model=str(package / "tagging" / "pyfunc.py"),
             artifacts={"tagger": str(tagger_dir)},
             code_paths=[str(package)],
             signature=signature(),

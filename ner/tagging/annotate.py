@@ -36,13 +36,13 @@ from operator import attrgetter
 import numpy as np
 import torch
 
-from ner import schemes
-from ner.batching import MAX_WORD_CHARS, bucketed, context_runs
-from ner.crf import allowed_transitions
-from ner.model import Tagger
-from ner.recurrent import run_padded
-from ner.tokenize import sentences as split_sentences
-from ner.vocab import casing, word_id
+from ner.data import schemes
+from ner.data.batching import MAX_WORD_CHARS, bucketed, context_runs
+from ner.data.tokenize import sentences as split_sentences
+from ner.data.vocab import casing, word_id
+from ner.model.crf import allowed_transitions
+from ner.model.recurrent import run_padded
+from ner.model.tagger import Tagger
 
 MAX_SENTENCE_TOKENS = 250  # longer sentences are tagged in chunks of this many tokens (bounded memory)
 PRECISIONS = ("auto", "fp32", "bf16")

@@ -15,14 +15,14 @@ class NerPyfunc(PythonModel):
     def load_context(self, context) -> None:
         import torch
 
-        from ner.annotate import Annotator
-        from ner.model import Tagger
+        from ner.model.tagger import Tagger
+        from ner.tagging.annotate import Annotator
 
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
         self.annotator = Annotator(Tagger.load(context.artifacts["tagger"]))
 
     def predict(self, context, model_input, params=None) -> list[dict]:
-        from ner.annotate import token_entities
+        from ner.tagging.annotate import token_entities
 
         rows = _rows(model_input)
         if rows and not isinstance(rows[0], str):

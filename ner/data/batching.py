@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ner.vocab import Vocab, casing, word_id
+from ner.data.vocab import Vocab, casing, word_id
 
 MAX_WORD_CHARS = 40  # longer tokens (URLs, hashes) are cut for the character encoder only
 

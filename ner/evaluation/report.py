@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from ner.schemes import split_tag
+from ner.data.schemes import split_tag
 
 
 def conll_predictions(tokens: list[list[str]], gold: list[list[str]], pred: list[list[str]]) -> str:

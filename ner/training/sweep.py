@@ -2,13 +2,13 @@
 
 `conf/hydra/callbacks/mlflow_sweep.yaml` registers `MlflowSweepCallback` for every `python -m ner.train -m ...`.
 It relies on Hydra's basic launcher running the jobs one after another in this process: the parent run opened in
-`on_multirun_start` is MLflow's active run while each job trains, so `tracking.run` starts the job's run nested
+`on_multirun_start` is MLflow's active run while each job trains, so `store.run` starts the job's run nested
 under it (`nested=mlflow.active_run() is not None`). A launcher that runs jobs in other processes (joblib, Slurm)
 would get top-level runs instead; that case is not handled.
 
 Failed jobs: Hydra's run_job catches a job's exception into its JobReturn, and the sweepers re-raise it after the
 batch, which ends the sweep and skips `on_multirun_end`. `on_job_end` records the failure (the job's run is already
-FAILED if it got as far as `tracking.run`; otherwise a FAILED child is created here), prints the traceback, and
+FAILED if it got as far as `store.run`; otherwise a FAILED child is created here), prints the traceback, and
 marks the JobReturn completed with no value, so the sweep goes on (the Optuna sweeper tells a trial without a value
 as FAIL). As `make -k` does, the process still exits non-zero at the end if any job failed, unless
 `exit_code_on_failure=0` (the Optuna search sets that: a diverging trial is an expected outcome there).
@@ -33,7 +33,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ner import tracking
+from ner.tracking import store
 
 METRICS = ("best_dev_f1", "test_f1", "test_f1_strict")  # the final metrics train.py logs, in table order
 SWEEP_TAG = "sweep"  # "parent" on the sweep's run, the job number on each child
@@ -72,14 +72,14 @@ class MlflowSweepCallback(Callback):
         swept = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
         kind = "optuna" if "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_")) else "sweep"
         name = self.run_name or "-".join([kind, *(k.split(".")[-1] for k in [*swept, *search])])[:100]
-        experiment_id = tracking.connect(tracking_config(config))
+        experiment_id = store.connect(tracking_config(config))
         self.sweep_dir = Path(config.hydra.sweep.dir)
         tags = {
             SWEEP_TAG: "parent",
             "overrides": " ".join(overrides),
             "sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_")),
             "sweep_dir": str(self.sweep_dir.resolve()),
-            "git_commit": tracking.git_commit(),
+            "git_commit": store.git_commit(),
         }
         parent = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags)
         self.parent_id = parent.info.run_id
@@ -102,7 +102,7 @@ class MlflowSweepCallback(Callback):
             job_return.status, job_return.return_value = JobStatus.COMPLETED, None
             print(f"[sweep] job {record.num} ({' '.join(record.overrides)}) FAILED: {record.error}", file=sys.stderr)
             print("[sweep] the sweep goes on; the job's run is marked FAILED", file=sys.stderr, flush=True)
-        experiment_id = tracking.connect(tracking_config(config))
+        experiment_id = store.connect(tracking_config(config))
         run = self._job_run(experiment_id)
         if run is None and record.status == "FAILED":
             run = self._failed_child(experiment_id, record)
@@ -149,7 +149,7 @@ class MlflowSweepCallback(Callback):
             if job.run_id:
                 job.metrics = dict(mlflow.get_run(job.run_id).data.metrics)
         files = summary_files(self.jobs)
-        tracking.log_texts(files)
+        store.log_texts(files)
         if self.sweep_dir is not None and self.sweep_dir.is_dir():
             for name, text in files.items():
                 (self.sweep_dir / name).write_text(text, encoding="utf-8")
@@ -191,10 +191,10 @@ class MlflowSweepCallback(Callback):
         self._finish(status)
 
 
-def tracking_config(config: DictConfig) -> tracking.TrackingConfig:
+def tracking_config(config: DictConfig) -> store.TrackingConfig:
     """TrackingConfig from a composed config, ignoring keys the dataclass does not (yet) know."""
-    names = {f.name for f in dataclasses.fields(tracking.TrackingConfig)}
-    return tracking.TrackingConfig(**{k: v for k, v in config.tracking.items() if k in names})
+    names = {f.name for f in dataclasses.fields(store.TrackingConfig)}
+    return store.TrackingConfig(**{k: v for k, v in config.tracking.items() if k in names})
 
 
 def _search_space(config: DictConfig) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ner.annotate import Annotator, Prepared, _gc_paused
+from ner.tagging.annotate import Annotator, Prepared, _gc_paused
 
 
 class AnnotatorPool:
@@ -38,7 +38,7 @@ _WORKER: Annotator | None = None
 def _start_worker(folder: str, settings: dict) -> None:
     import signal
 
-    from ner.model_uri import load_folder
+    from ner.tracking.model_uri import load_folder
 
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool

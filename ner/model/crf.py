@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ner.schemes import split_tag
+from ner.data.schemes import split_tag
 
 NEG = -1e4  # a score low enough to exclude a path, small enough to stay finite in float32
 

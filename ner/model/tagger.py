@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from ner.batching import Batch, Featurizer
-from ner.crf import CRF, allowed_transitions
-from ner.recurrent import run_padded
-from ner.vocab import CASINGS
+from ner.data.batching import Batch, Featurizer
+from ner.data.vocab import CASINGS
+from ner.model.crf import CRF, allowed_transitions
+from ner.model.recurrent import run_padded
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ner import checkpoint, metrics
-from ner.batching import Encoded, bucketed
-from ner.model import Tagger
-from ner.predict import predict_tags
+from ner.data.batching import Encoded, bucketed
+from ner.evaluation import metrics
+from ner.model.engine import predict_tags
+from ner.model.tagger import Tagger
+from ner.training import checkpoint
 
 
 @dataclass

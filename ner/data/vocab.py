@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ner.conll import DataError, decode
+from ner.data.conll import DataError, decode
 
 PAD, UNK = "<pad>", "<unk>"
 CASINGS = ("<pad>", "numeric", "mainly_numeric", "all_lower", "all_upper", "init_upper", "has_digit", "other")

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
-from ner import schemes
+from ner.data import schemes
 
 INPUT_FORMATS = ("text", "conll")
 OUTPUT_FORMATS = {"jsonl": ".jsonl", "conll": ".conll", "spans": ".tsv"}

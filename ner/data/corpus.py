@@ -19,8 +19,8 @@ from pathlib import Path
 
 import datasets
 
-from ner import schemes
-from ner.conll import DataError, read_conll
+from ner.data import schemes
+from ner.data.conll import DataError, read_conll
 
 READER_VERSION = "2"  # 2: a `document` column
 SPLIT_FILES = {

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from ner.batching import Featurizer
-from ner.model import ModelConfig, Tagger
+from ner.data.batching import Featurizer
+from ner.model.tagger import ModelConfig, Tagger
 
 MLFLOW_SCHEMES = ("runs:/", "models:/")
 BEST_METRIC = "best_dev_f1"  # the final dev F1 that train.py logs once per run
@@ -133,7 +133,7 @@ def _store(tracking_uri: str | None) -> Iterator[None]:
     import mlflow
     from mlflow.tracking import is_tracking_uri_set
 
-    from ner.tracking import default_store
+    from ner.tracking.store import default_store
 
     tracking_before = mlflow.get_tracking_uri() if is_tracking_uri_set() else None
     registry_before = mlflow.get_registry_uri() if mlflow.get_registry_uri() != mlflow.get_tracking_uri() else None

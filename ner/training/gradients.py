@@ -32,8 +32,8 @@ import mlflow
 import torch
 from torch import nn
 
-from ner.batching import Batch, Encoded
-from ner.model import Tagger
+from ner.data.batching import Batch, Encoded
+from ner.model.tagger import Tagger
 
 LOGGED_DISTANCES = (0, 1, 2, 5, 10, 20, 30, 40, 50)  # logged as grad_norm_d{k} metrics; the JSON has every k
 PROFILE_POSITIONS = 20  # prediction positions per sentence in the per-epoch profile (all T would cost T passes)

@@ -10,7 +10,7 @@ import codecs
 from dataclasses import dataclass
 from pathlib import Path
 
-from ner.schemes import TAG_SHAPE
+from ner.data.schemes import TAG_SHAPE
 
 
 class DataError(ValueError):

@@ -33,8 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ner import model_uri
-from ner.tag_io import _LINE_SEPARATORS, Document, Reader, TagError, discover, is_binary, serialise
+from ner.tagging.files import _LINE_SEPARATORS, Document, Reader, TagError, discover, is_binary, serialise
+from ner.tracking import model_uri
 
 INPUT_FORMATS = ("text", "jsonl", "parquet")
 OUTPUT_FORMATS = ("jsonl", "parquet")
@@ -260,7 +260,7 @@ def _annotator(name: str, options: dict, counts: Counter):
         import torch
         from pyspark import SparkFiles
 
-        from ner.annotate import Annotator
+        from ner.tagging.annotate import Annotator
 
         torch.set_num_threads(options["threads"])  # one per worker: N workers share N cores
         tagger = model_uri.load_folder(SparkFiles.get(name), options["device"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ner import schemes
-from ner.batching import Encoded, bucketed
-from ner.model import Tagger
+from ner.data import schemes
+from ner.data.batching import Encoded, bucketed
+from ner.model.tagger import Tagger
 
 
 def predict_ids(

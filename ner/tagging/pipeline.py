@@ -1,0 +1,237 @@
+"""Bulk tagging from files to files: the work behind `python -m ner.tag` (ner/tag.py), callable from tests.
+
+Documents stream through in chunks (`chunk_chars` characters or `chunk_docs` documents): each chunk is tagged in
+one `Annotator` call (every sentence of the chunk bucketed by length, run under inference mode, Viterbi on whole
+batches), written, and checkpointed, so memory stays flat however large the input. Reading, resume and the
+output formats are in `ner.tagging.files`; model URIs in `ner.tracking.model_uri`. CoNLL input with gold tags
+is also scored (seqeval, default and strict mode) as it streams.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ner.evaluation.metrics import Scorer
+from ner.tagging import spark
+from ner.tagging.annotate import MAX_SENTENCE_TOKENS, PRECISIONS, Annotator, Prepared
+from ner.tagging.files import Document, Plan, Reader, Router, TagError, plan
+from ner.tagging.pool import AnnotatorPool
+from ner.tracking import model_uri
+
+STAGES = ("load", "read", "tokenise", "features", "model", "decode", "wait", "records", "write")
+
+
+@dataclass
+class TagConfig:
+    """Every knob of `conf/tag/tag.yaml` (documented there)."""
+
+    model: str = "best:ner"
+    input: str | None = None
+    output: str | None = None
+    input_format: str = "text"
+    one_per_line: bool = False
+    output_format: str = "jsonl"
+    on_decode_error: str = "error"
+    max_document_mb: float = 64.0
+    resume: bool = False
+    batch_size: int = 128
+    max_tokens: int = 20_000
+    max_sentence_tokens: int = MAX_SENTENCE_TOKENS
+    chunk_chars: int = 500_000
+    chunk_docs: int = 10_000
+    threads: int = 1
+    workers: int = 2
+    device: str = "cpu"
+    precision: str = "auto"
+    tracking_uri: str | None = None
+    progress: bool = True
+    engine: str = "local"
+    text_column: str = "text"
+    spark: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.input:
+            raise TagError("input= is required: a text or CoNLL file, a folder, or a glob such as 'news/*.txt'")
+        for name in ("batch_size", "max_tokens", "chunk_chars", "chunk_docs"):
+            if getattr(self, name) < 1:
+                raise TagError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.threads < 0 or self.workers < 0:
+            raise TagError("threads and workers must be >= 0")
+        if not self.max_document_mb > 0:
+            raise TagError(f"max_document_mb={self.max_document_mb} must be > 0")
+        if self.precision not in PRECISIONS:
+            raise TagError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.engine not in ("local", "spark"):
+            raise TagError(f"engine={self.engine!r} is not one of local, spark")
+
+    def resume_settings(self) -> dict:
+        """What must not change between an interrupted run and its `resume=true` continuation.
+
+        `on_decode_error` may: stopping at a bad byte, then resuming with `on_decode_error=replace`, is the way on.
+        """
+        keys = ("model", "input_format", "one_per_line", "output_format", "max_sentence_tokens")
+        return {k: getattr(self, k) for k in keys}
+
+
+def tag(cfg: TagConfig) -> dict:
+    """Tag every document of `cfg.input` into `cfg.output`; returns the run summary (also for tests)."""
+    if cfg.engine == "spark":
+        return spark.tag(cfg)  # the same records, from a Spark cluster or local[N] (ner/spark.py)
+    start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work = plan(cfg.input, cfg.output, cfg.output_format, cfg.resume, cfg.resume_settings())
+    for path in work.skipped:
+        print(f"skipped binary file {path}", file=sys.stderr)
+    summary = Counter(files=sum(len(t.sources) for t in work.targets), binary_files_skipped=len(work.skipped))
+    summary["outputs_already_complete"] = sum(t.done for t in work.targets)
+    if all(t.done for t in work.targets):
+        return _summary(cfg, summary, Counter(), None, start)
+    load_start = time.perf_counter()
+    with model_uri.resolve(cfg.model, cfg.tracking_uri) as folder:  # downloads stay until the workers are done
+        return _run(cfg, work, folder, summary, (start, load_start))
+
+
+def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tuple[float, float]) -> dict:
+    """Load the model (and start the workers), then read, tag, write and checkpoint chunk after chunk."""
+    start, tick = starts
+    settings = {
+        "batch_size": cfg.batch_size,
+        "max_tokens": cfg.max_tokens,
+        "max_sentence_tokens": cfg.max_sentence_tokens,
+        "device": cfg.device,
+        "precision": cfg.precision,
+    }
+    total = sum(p.stat().st_size for t in work.targets if not t.done for p in t.sources)
+    # one chunk: nothing to overlap, no process to start; a GPU is fed from this process
+    workers = cfg.workers if total > cfg.chunk_chars and cfg.device == "cpu" else 0
+    annotator = Annotator(model_uri.load_folder(folder, cfg.device), **settings)
+    settings["precision"] = annotator.precision  # "auto" resolved once, here: the workers run the same
+    pool = AnnotatorPool(str(folder), workers, **settings) if workers else None
+    seconds = annotator.seconds
+    seconds["load"] = time.perf_counter() - tick
+    gc.freeze()  # the model and its vocabularies live to the end: keep them out of every garbage collection
+    reader = Reader(cfg.input_format, cfg.one_per_line, cfg.on_decode_error, int(cfg.max_document_mb * 2**20))
+    router = Router(work.targets, cfg.output_format, cfg.resume_settings(), durable=not work.folder_output)
+    scorer = Scorer()
+    bar = _progress_bar(total, cfg.progress)
+    try:
+        chunks = _chunks(reader.documents(work.targets, bar.update), cfg.chunk_chars, cfg.chunk_docs, seconds)
+        for chunk, records in _tagged(annotator, pool, chunks, workers):
+            tick = time.perf_counter()
+            router.write(chunk, records)
+            seconds["write"] += time.perf_counter() - tick
+            _count(summary, chunk, records, scorer)
+            bar.update(sum(d.size for d in chunk))
+            rate = summary["tokens"] / max(time.perf_counter() - start, 1e-9)
+            bar.set_postfix_str(f"{summary['documents']:,} docs, {rate:,.0f} tokens/s", refresh=False)
+        router.close()
+    except BaseException:
+        router.abort()
+        if pool is not None:
+            pool.close(cancel=True)
+            pool = None
+        raise
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+    summary["decode_errors_replaced"] = reader.decode_errors
+    summary["documents_resumed"] = sum(t.skip for t in work.targets if not t.done)
+    out = _summary(cfg, summary, seconds, scorer.scores() if scorer.used else None, start)
+    return {**out, "precision": annotator.precision}
+
+
+def _tagged(
+    annotator: Annotator, pool: AnnotatorPool | None, chunks: Iterator[list[Document]], workers: int
+) -> Iterator[tuple[list[Document], list[dict]]]:
+    """(chunk, records) in input order; with a pool, up to `workers` + 1 chunks are in flight at once."""
+    if pool is None:
+        for chunk in chunks:
+            yield chunk, _annotate(annotator, chunk)
+        return
+    pending: deque = deque()
+    for chunk in chunks:
+        prepared = _prepare(annotator, chunk)
+        pending.append((chunk, prepared, pool.submit(prepared)))
+        if len(pending) > workers:
+            yield _collect(annotator, *pending.popleft())
+    while pending:
+        yield _collect(annotator, *pending.popleft())
+
+
+def _prepare(annotator: Annotator, chunk: list[Document]) -> Prepared:
+    if chunk[0].text is not None:
+        return annotator.prepare([d.text for d in chunk])
+    return annotator.prepare_tokens([d.sentences for d in chunk])
+
+
+def _collect(annotator: Annotator, chunk: list[Document], prepared: Prepared, future) -> tuple[list, list[dict]]:
+    """Wait for a chunk's tags from a worker and build its records; worker time is added to the stage times."""
+    tick = time.perf_counter()
+    ids, worker_seconds = future.result()
+    annotator.seconds["wait"] += time.perf_counter() - tick
+    annotator.seconds.update(worker_seconds)
+    return chunk, annotator.finish(prepared, ids)
+
+
+def _chunks(docs: Iterator[Document], max_chars: int, max_docs: int, seconds: Counter) -> Iterator[list[Document]]:
+    """Consecutive groups of documents of about `max_chars` characters (or `max_docs` documents)."""
+    chunk, size = [], 0
+    while True:
+        tick = time.perf_counter()
+        doc = next(docs, None)
+        seconds["read"] += time.perf_counter() - tick
+        if doc is None:
+            break
+        chunk.append(doc)
+        size += doc.weight
+        if size >= max_chars or len(chunk) >= max_docs:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _annotate(annotator: Annotator, chunk: list[Document]) -> list[dict]:
+    if chunk[0].text is not None:
+        return annotator.annotate([d.text for d in chunk])
+    return annotator.annotate_tokens([d.sentences for d in chunk])
+
+
+def _count(summary: Counter, chunk: list[Document], records: list[dict], scorer: Scorer) -> None:
+    summary["documents"] += len(chunk)
+    summary["sentences"] += sum(len(r["sentences"]) for r in records)
+    summary["tokens"] += sum(len(s["tokens"]) for r in records for s in r["sentences"])
+    summary["entities"] += sum(len(r["entities"]) for r in records)
+    gold = [g for d in chunk if d.gold is not None for g in d.gold]
+    if gold:
+        pred = [s["tags"] for d, r in zip(chunk, records, strict=True) if d.gold is not None for s in r["sentences"]]
+        scorer.add(gold, pred)
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="tagging", disable=not enabled, smoothing=0.1
+    )
+
+
+def _summary(cfg: TagConfig, summary: Counter, seconds: Counter, scores: dict | None, start: float) -> dict:
+    elapsed = time.perf_counter() - start
+    out = {k: summary[k] for k in ("files", "documents", "documents_resumed", "sentences", "tokens", "entities")}
+    out.update({k: summary[k] for k in ("binary_files_skipped", "decode_errors_replaced", "outputs_already_complete")})
+    out.update({"output": cfg.output, "seconds": elapsed, "tokens_per_s": summary["tokens"] / max(elapsed, 1e-9)})
+    out["stage_seconds"] = {k: seconds[k] for k in STAGES if k in seconds}
+    if scores is not None:
+        out["scores"] = scores
+    return out

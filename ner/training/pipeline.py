@@ -1,0 +1,250 @@
+"""One training run from a composed config: build data and model, fit, score dev and test, track it all in MLflow.
+
+`python -m ner.train` (ner/train.py) is a thin Hydra entry point around `train(cfg)`; tests call `train` directly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import tempfile
+import threading
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ner.data import schemes
+from ner.data.batching import Featurizer
+from ner.data.corpus import DataConfig, load_corpus, tag_strings
+from ner.data.vocab import Vocab, build_word_vocab, coverage, init_embeddings, read_vectors
+from ner.evaluation import metrics, report
+from ner.model.engine import predict_tags
+from ner.model.tagger import ModelConfig, Tagger
+from ner.tracking import store
+from ner.training import checkpoint, gradients
+from ner.training.trainer import EpochResult, TrainerConfig, fit
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_name(model: ModelConfig, seed: int) -> str:
+    """e.g. bilstm-crf-s1: readable in the MLflow run list."""
+    return f"{'bi' if model.bidirectional else ''}{model.cell}-{model.head}-s{seed}"
+
+
+def build(cfg: DictConfig):
+    """Corpus, vectors, vocabularies and a fresh model from the composed config."""
+    data_cfg = DataConfig(**cfg.data)
+    model_cfg = ModelConfig(**{k: v for k, v in cfg.model.items() if k != "embeddings"})
+    corpus, data_report = load_corpus(data_cfg)
+    if model_cfg.context_tokens and len(set(corpus["train"]["document"])) == len(corpus["train"]):
+        print(
+            f"note: model.context_tokens={model_cfg.context_tokens}, but the training file has no -DOCSTART- lines, "
+            "so its sentences are unrelated: each is read alone (context_tokens=0 in the saved model)",
+            flush=True,
+        )
+        model_cfg = replace(model_cfg, context_tokens=0)
+    vectors = read_vectors(cfg.model.embeddings.path) if cfg.model.embeddings.path else None
+    train_tokens = corpus["train"]["tokens"]
+    words, trainable = build_word_vocab(train_tokens, vectors)
+    if cfg.model.embeddings.freeze:
+        trainable = 1  # only <pad> trains (and it is zero): every vector stays as loaded
+    labels = schemes.labels_for(
+        schemes.entity_types(corpus["train"].features["ner_tags"].feature.names), data_cfg.train_scheme
+    )
+    chars = Vocab.build(c for sent in train_tokens for w in sent for c in w)
+    featurizer = Featurizer(words, chars, Vocab(labels), trainable)
+    matrix, emb_stats = init_embeddings(words, vectors, vectors.dim if vectors else model_cfg.word_dim, cfg.seed)
+    data_report["vectors"] = {**emb_stats, **{s: coverage(corpus[s]["tokens"], vectors) for s in corpus}}
+    model = Tagger(model_cfg, featurizer, data_cfg.train_scheme, matrix)
+    return data_cfg, corpus, data_report, featurizer, model
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """One run: returns the final metrics (dev and test), also logged to MLflow."""
+    seed_everything(cfg.seed)
+    trainer_cfg = TrainerConfig(**cfg.trainer)
+    tracking_cfg = store.TrackingConfig(**cfg.tracking)
+    torch.set_num_threads(trainer_cfg.threads)
+    data_cfg, corpus, data_report, featurizer, model = build(cfg)
+    print(_data_summary(data_report), flush=True)
+    gold = {s: tag_strings(corpus[s]) for s in corpus}
+    enc = {
+        s: featurizer.encode(
+            corpus[s]["tokens"], [schemes.convert(t, data_cfg.train_scheme) for t in gold[s]], corpus[s]["document"]
+        )
+        for s in corpus
+    }
+    train_enc = enc["train"].in_context(model.cfg.context_tokens)[0] if model.cfg.context_tokens else enc["train"]
+    name = tracking_cfg.run_name or run_name(model.cfg, cfg.seed)
+    tags = {
+        "cell": model.cfg.cell,
+        "head": model.cfg.head,
+        "dataset": Path(data_cfg.path).name,
+        "git_commit": store.git_commit(),
+        "dataset_fingerprint": data_report.get("fingerprint", ""),
+    }
+    resume_id = store.find_resumable(tracking_cfg, trainer_cfg.resume, trainer_cfg.checkpoint_dir)
+    with store.run(tracking_cfg, name, tags, run_id=resume_id) as active:
+        run_id = active.info.run_id
+        if resume_id is None:
+            _log_setup(cfg, corpus, data_report)
+        print(f"MLflow run {run_id} ({name}) in {mlflow.get_tracking_uri()}", flush=True)
+        ckpt = checkpoint.folder(trainer_cfg.checkpoint_dir, run_id) / "last.pt"
+        mlflow.set_tag("checkpoint", str(ckpt))
+        dev_split = "validation" if "validation" in corpus else "train"
+        metric_log = store.MetricLog()
+
+        def on_epoch(res: EpochResult) -> None:
+            metric_log.log(_epoch_metrics(res), res.epoch)
+            every = tracking_cfg.grad_profile_every
+            if every and res.epoch % every == 0:
+                try:
+                    gradients.log_gradient_profile(model, train_enc, res.epoch)
+                except Exception as err:  # noqa: BLE001 - a diagnostic must not stop training
+                    print(f"warning: gradient profile not logged ({err})", flush=True)
+
+        result = fit(
+            model,
+            train_enc,
+            enc[dev_split],
+            gold[dev_split],
+            trainer_cfg,
+            cfg.seed,
+            on_epoch=on_epoch,
+            checkpoint_path=ckpt,
+            should_stop=STOP.is_set,
+        )
+        metric_log.flush()
+        final = _evaluate(model, corpus, enc, gold, trainer_cfg)
+        final.update(
+            {"best_epoch": result.best_epoch, "epochs": len(result.history), "train_minutes": result.seconds / 60}
+        )
+        mlflow.log_metrics(final)
+        mlflow.set_tag("stopped", result.stopped)
+        mlflow.set_tag("mlflow.note.content", _description(final))
+        if tracking_cfg.log_model:
+            with tempfile.TemporaryDirectory() as tmp:
+                model.save(Path(tmp) / "tagger")
+                store.log_model(Path(tmp) / "tagger", tracking_cfg.register_as)
+        final["run_id"] = run_id
+    if not trainer_cfg.keep_checkpoint:
+        ckpt.unlink(missing_ok=True)
+    return final
+
+
+def _log_setup(cfg: DictConfig, corpus, data_report: dict) -> None:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    mlflow.log_params(store.flatten(container))
+    store.log_texts(
+        {
+            "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
+            "data_report.json": json.dumps(data_report, indent=2),
+        }
+    )
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        mlflow.set_tag("overrides", " ".join(hydra_cfg.overrides.task))
+        hydra_dir = Path(hydra_cfg.runtime.output_dir) / ".hydra"
+        if hydra_dir.is_dir():
+            mlflow.log_artifacts(str(hydra_dir), "hydra")
+    except ValueError:  # composed without @hydra.main (tests, notebooks)
+        pass
+    for split, stats in data_report["splits"].items():
+        mlflow.log_metrics({f"data_{split}_{k}": v for k, v in stats.items() if isinstance(v, int | float)})
+    from mlflow.data.huggingface_dataset import from_huggingface
+
+    for split in corpus:
+        with warnings.catch_warnings():  # "integer columns cannot hold missing values": `document` never misses one
+            warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer", UserWarning)
+            dataset = from_huggingface(
+                corpus[split],
+                path=str(cfg.data.path),
+                name=f"{cfg.data.path}:{split}",
+                digest=str(data_report.get("fingerprint", ""))[:20],
+            )
+            mlflow.log_input(dataset, context=split)
+
+
+def _data_summary(data_report: dict) -> str:
+    """A few lines a user can check before the first epoch: wrong data shows up here, not after an hour."""
+    lines = [f"data: source scheme {data_report['source_scheme']}"]
+    for split, st in data_report["splits"].items():
+        types = ", ".join(f"{k} {v}" for k, v in st["entities_by_type"].items())
+        cov = data_report.get("vectors", {}).get(split, {})
+        vec = f", vectors cover {100 * cov['token_coverage']:.1f}% of tokens" if cov else ""
+        lines.append(
+            f"  {split}: {st['sentences']} sentences, {st['tokens']} tokens, {st['entities']} entities ({types}),"
+            f" {st['invalid_sequences_repaired']} invalid sequences repaired{vec}"
+        )
+    for split, limit in data_report.get("limited", {}).items():
+        lines.append(f"  {split}: using the first {limit} sentences only (data.max_*_samples)")
+    if data_report.get("labels_only_in_eval"):
+        lines.append(f"  warning: labels never seen in training: {', '.join(data_report['labels_only_in_eval'])}")
+    return "\n".join(lines)
+
+
+def _epoch_metrics(res: EpochResult) -> dict[str, float]:
+    return {
+        "train_loss": res.train_loss,
+        "tokens_per_s": res.tokens_per_s,
+        "lr": res.lr,
+        "epoch_seconds": res.seconds,
+        **{f"dev_{k}": v for k, v in res.dev.items()},
+    }
+
+
+def _evaluate(model: Tagger, corpus, enc, gold, cfg: TrainerConfig) -> dict[str, float]:
+    """Score dev and test once with the best-on-dev weights; log report, predictions and confusion plot."""
+    final: dict[str, float] = {}
+    rows = {}
+    files = {}
+    for split, prefix, short in (("validation", "best_dev", "dev"), ("test", "test", "test")):
+        if split not in corpus:
+            continue
+        pred = predict_tags(model, enc[split], batch_size=cfg.eval_batch_size, device=cfg.device)
+        scores = metrics.score(gold[split], pred)
+        rows[short] = scores
+        final.update({f"{prefix}_{k}": v for k, v in scores.items()})
+        files[f"{short}_classification_report.txt"] = metrics.report(gold[split], pred)
+        files[f"{short}_predictions.conll"] = report.conll_predictions(corpus[split]["tokens"], gold[split], pred)
+        with tempfile.TemporaryDirectory() as tmp:
+            report.confusion_plot(gold[split], pred, Path(tmp) / f"{short}_confusion.png", f"{short} (tokens)")
+            mlflow.log_artifact(str(Path(tmp) / f"{short}_confusion.png"))
+    keys = ["precision", "recall", "f1", "f1_strict"] + sorted(
+        k for k in rows.get("test", {}) if k.startswith("f1_") and k != "f1_strict"
+    )
+    files["scores.md"] = report.table(rows, keys)
+    store.log_texts(files)
+    print("\n" + files["scores.md"], flush=True)
+    return final
+
+
+def _description(final: dict[str, float]) -> str:
+    return (
+        f"test F1 {final.get('test_f1', float('nan')):.2f} (strict {final.get('test_f1_strict', float('nan')):.2f}),"
+        f" dev F1 {final.get('best_dev_f1', float('nan')):.2f}, best epoch {final['best_epoch']}"
+    )
+
+
+STOP = threading.Event()  # set by the app's signal handler; lives here, not in __main__, so launchers can pickle jobs
+
+
+def request_stop(signum, frame) -> None:
+    """First SIGINT/SIGTERM: finish the current batch, then stop (run KILLED, checkpoint kept). Second: now."""
+    if STOP.is_set():
+        raise KeyboardInterrupt(f"signal {signum}")
+    STOP.set()
+    print(f"\nsignal {signum}: stopping after this batch (send again to stop at once)", file=sys.stderr, flush=True)
