@@ -69,6 +69,19 @@ def tag_strings(ds: datasets.Dataset) -> list[list[str]]:
     return [[names[i] for i in seq] for seq in ds["ner_tags"]]
 
 
+@dataclass
+class Sentences:
+    """One split as plain lists: what the inference engine reads (tokens, documents) and what it is scored on."""
+
+    tokens: list[list[str]]
+    gold: list[list[str]]  # IOB2 tags
+    documents: list[int]  # the -DOCSTART- section of each sentence (one per sentence where there are none)
+
+    @classmethod
+    def of(cls, ds: datasets.Dataset) -> Sentences:
+        return cls(ds["tokens"], tag_strings(ds), ds["document"])
+
+
 def _files(folder: Path) -> dict[str, Path]:
     found = {}
     for split, names in SPLIT_FILES.items():

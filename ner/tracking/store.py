@@ -20,8 +20,6 @@ import mlflow
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
-from ner.training import checkpoint
-
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the `ner` package (ner.__file__ is None in some editable installs)
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "mlflow"]
 
@@ -181,25 +179,6 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(
             f"tracking.uri={uri} is not reachable ({err}); start the server or pass another tracking.uri"
         ) from None
-
-
-def find_resumable(cfg: TrackingConfig, resume: str | None, checkpoint_root: str | None) -> str | None:
-    """The run id to continue: `resume` itself, or for "last" the newest run of the experiment with a checkpoint."""
-    if not resume:
-        return None
-    connect(cfg)
-    if resume != "last":
-        if not checkpoint.folder(checkpoint_root, resume).joinpath("last.pt").is_file():
-            raise TrackingError(
-                f"trainer.resume={resume}: no checkpoint at {checkpoint.folder(checkpoint_root, resume)}"
-            )
-        return resume
-    exp = mlflow.get_experiment_by_name(cfg.experiment)
-    runs = mlflow.search_runs([exp.experiment_id], order_by=["start_time DESC"], output_format="list")
-    for r in runs:
-        if checkpoint.folder(checkpoint_root, r.info.run_id).joinpath("last.pt").is_file():
-            return r.info.run_id
-    raise TrackingError(f"trainer.resume=last: no run of experiment {cfg.experiment!r} has a checkpoint to resume")
 
 
 class MetricLog:

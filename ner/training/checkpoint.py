@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import mlflow
 import torch
+
+from ner.tracking import store
 
 
 def save(path: str | Path, state: dict) -> None:
@@ -30,3 +33,24 @@ def folder(root: str | Path | None, run_id: str) -> Path:
     """Where a run's checkpoint lives: <root>/<run_id>, root defaulting to ./mlruns/checkpoints."""
     base = Path(root) if root else Path("mlruns") / "checkpoints"
     return base.resolve() / run_id
+
+
+def find_resumable(cfg: store.TrackingConfig, resume: str | None, checkpoint_root: str | None) -> str | None:
+    """The run id to continue: `resume` itself, or for "last" the newest run of the experiment with a checkpoint."""
+    if not resume:
+        return None
+    store.connect(cfg)
+    if resume != "last":
+        if not folder(checkpoint_root, resume).joinpath("last.pt").is_file():
+            raise store.TrackingError(
+                f"trainer.resume={resume}: no checkpoint at {folder(checkpoint_root, resume)}"
+            )
+        return resume
+    exp = mlflow.get_experiment_by_name(cfg.experiment)
+    runs = mlflow.search_runs([exp.experiment_id], order_by=["start_time DESC"], output_format="list")
+    for r in runs:
+        if folder(checkpoint_root, r.info.run_id).joinpath("last.pt").is_file():
+            return r.info.run_id
+    raise store.TrackingError(
+        f"trainer.resume=last: no run of experiment {cfg.experiment!r} has a checkpoint to resume"
+    )

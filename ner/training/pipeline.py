@@ -21,10 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from ner.data import schemes
 from ner.data.batching import Featurizer
-from ner.data.corpus import DataConfig, load_corpus, tag_strings
+from ner.data.corpus import DataConfig, Sentences, load_corpus
 from ner.data.vocab import Vocab, build_word_vocab, coverage, init_embeddings, read_vectors
 from ner.evaluation import metrics, report
-from ner.model.engine import predict_tags
+from ner.model.engine import Engine
 from ner.model.tagger import ModelConfig, Tagger
 from ner.tracking import store
 from ner.training import checkpoint, gradients
@@ -78,14 +78,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     torch.set_num_threads(trainer_cfg.threads)
     data_cfg, corpus, data_report, featurizer, model = build(cfg)
     print(_data_summary(data_report), flush=True)
-    gold = {s: tag_strings(corpus[s]) for s in corpus}
-    enc = {
-        s: featurizer.encode(
-            corpus[s]["tokens"], [schemes.convert(t, data_cfg.train_scheme) for t in gold[s]], corpus[s]["document"]
-        )
-        for s in corpus
-    }
-    train_enc = enc["train"].in_context(model.cfg.context_tokens)[0] if model.cfg.context_tokens else enc["train"]
+    splits = {s: Sentences.of(corpus[s]) for s in corpus}
+    train_gold = [schemes.convert(t, data_cfg.train_scheme) for t in splits["train"].gold]
+    train_enc = featurizer.encode(splits["train"].tokens, train_gold, splits["train"].documents)
+    train_enc = train_enc.in_context(model.cfg.context_tokens)[0] if model.cfg.context_tokens else train_enc
     name = tracking_cfg.run_name or run_name(model.cfg, cfg.seed)
     tags = {
         "cell": model.cfg.cell,
@@ -94,7 +90,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "git_commit": store.git_commit(),
         "dataset_fingerprint": data_report.get("fingerprint", ""),
     }
-    resume_id = store.find_resumable(tracking_cfg, trainer_cfg.resume, trainer_cfg.checkpoint_dir)
+    resume_id = checkpoint.find_resumable(tracking_cfg, trainer_cfg.resume, trainer_cfg.checkpoint_dir)
     with store.run(tracking_cfg, name, tags, run_id=resume_id) as active:
         run_id = active.info.run_id
         if resume_id is None:
@@ -117,8 +113,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         result = fit(
             model,
             train_enc,
-            enc[dev_split],
-            gold[dev_split],
+            splits[dev_split],
             trainer_cfg,
             cfg.seed,
             on_epoch=on_epoch,
@@ -126,7 +121,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             should_stop=STOP.is_set,
         )
         metric_log.flush()
-        final = _evaluate(model, corpus, enc, gold, trainer_cfg)
+        final = _evaluate(model, splits, trainer_cfg)
         final.update(
             {"best_epoch": result.best_epoch, "epochs": len(result.history), "train_minutes": result.seconds / 60}
         )
@@ -206,22 +201,24 @@ def _epoch_metrics(res: EpochResult) -> dict[str, float]:
     }
 
 
-def _evaluate(model: Tagger, corpus, enc, gold, cfg: TrainerConfig) -> dict[str, float]:
+def _evaluate(model: Tagger, splits: dict[str, Sentences], cfg: TrainerConfig) -> dict[str, float]:
     """Score dev and test once with the best-on-dev weights; log report, predictions and confusion plot."""
     final: dict[str, float] = {}
     rows = {}
     files = {}
+    engine = Engine(model, batch_size=cfg.eval_batch_size, device=cfg.device)
     for split, prefix, short in (("validation", "best_dev", "dev"), ("test", "test", "test")):
-        if split not in corpus:
+        if split not in splits:
             continue
-        pred = predict_tags(model, enc[split], batch_size=cfg.eval_batch_size, device=cfg.device)
-        scores = metrics.score(gold[split], pred)
+        data = splits[split]
+        pred = engine.predict(data.tokens, data.documents)
+        scores = metrics.score(data.gold, pred)
         rows[short] = scores
         final.update({f"{prefix}_{k}": v for k, v in scores.items()})
-        files[f"{short}_classification_report.txt"] = metrics.report(gold[split], pred)
-        files[f"{short}_predictions.conll"] = report.conll_predictions(corpus[split]["tokens"], gold[split], pred)
+        files[f"{short}_classification_report.txt"] = metrics.report(data.gold, pred)
+        files[f"{short}_predictions.conll"] = report.conll_predictions(data.tokens, data.gold, pred)
         with tempfile.TemporaryDirectory() as tmp:
-            report.confusion_plot(gold[split], pred, Path(tmp) / f"{short}_confusion.png", f"{short} (tokens)")
+            report.confusion_plot(data.gold, pred, Path(tmp) / f"{short}_confusion.png", f"{short} (tokens)")
             mlflow.log_artifact(str(Path(tmp) / f"{short}_confusion.png"))
     keys = ["precision", "recall", "f1", "f1_strict"] + sorted(
         k for k in rows.get("test", {}) if k.startswith("f1_") and k != "f1_strict"

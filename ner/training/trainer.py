@@ -19,8 +19,9 @@ import torch
 from tqdm import tqdm
 
 from ner.data.batching import Encoded, bucketed
+from ner.data.corpus import Sentences
 from ner.evaluation import metrics
-from ner.model.engine import predict_tags
+from ner.model.engine import Engine
 from ner.model.tagger import Tagger
 from ner.training import checkpoint
 
@@ -181,8 +182,7 @@ class Average:
 def fit(
     model: Tagger,
     train: Encoded,
-    dev: Encoded,
-    dev_gold: list[list[str]],
+    dev: Sentences,
     cfg: TrainerConfig,
     seed: int,
     on_epoch: Callable[[EpochResult], None] | None = None,
@@ -201,11 +201,12 @@ def fit(
         loop.restore(checkpoint.load(checkpoint_path))
         print(f"resumed from {checkpoint_path} after epoch {loop.epoch}", flush=True)
     result = loop.result
+    engine = Engine(model, batch_size=cfg.eval_batch_size, device=device)  # reads the weights as they train
     started = time.perf_counter() - result.seconds
     stopped = _stop_reason(loop, cfg, started) if loop.epoch else None
     while stopped is None:
         loop.epoch += 1
-        res = _run_epoch(loop, train, dev, dev_gold, device, should_stop)
+        res = _run_epoch(loop, train, dev, engine, device, should_stop)
         result.seconds = time.perf_counter() - started
         if on_epoch:  # before the checkpoint: a kill in between replays this epoch and logs the same values again
             on_epoch(res)
@@ -217,7 +218,7 @@ def fit(
     return result
 
 
-def _run_epoch(loop: Loop, train: Encoded, dev: Encoded, dev_gold, device, should_stop) -> EpochResult:
+def _run_epoch(loop: Loop, train: Encoded, dev: Sentences, engine: Engine, device, should_stop) -> EpochResult:
     t0 = time.perf_counter()
     cfg, result, epoch = loop.cfg, loop.result, loop.epoch
     after_step = loop.average.update if loop.average else None
@@ -226,8 +227,7 @@ def _run_epoch(loop: Loop, train: Encoded, dev: Encoded, dev_gold, device, shoul
     )
     lr = loop.optimizer.param_groups[0]["lr"]
     with loop.average.swapped_in() if loop.average else contextlib.nullcontext():
-        predicted = predict_tags(loop.model, dev, batch_size=cfg.eval_batch_size, device=device)
-        dev_scores = metrics.score(dev_gold, predicted)
+        dev_scores = metrics.score(dev.gold, engine.predict(dev.tokens, dev.documents))
         if dev_scores["f1"] > result.best_dev_f1:
             result.best_epoch, result.best_dev_f1 = epoch, dev_scores["f1"]
             result.best_state = copy.deepcopy(loop.model.state_dict())
