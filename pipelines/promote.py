@@ -5,9 +5,9 @@
 Then `models:/ner-conll03@champion` names that model everywhere: `python -m ner.tag model=models:/...@champion`,
 `mlflow models serve -m models:/ner-conll03@champion --env-manager local`, `mlflow.pyfunc.load_model(...)`.
 
-The choice is made on dev F1 (`best_dev_f1`), never on test F1: picking by test would make the reported test score
-an optimistic, selected number. Only FINISHED runs that logged a model are candidates, so a sweep's parent run (no
-model) or a failed run can never be promoted. If the best run's model is not yet registered under the name, it is
+The choice is `ner.tracking.model_uri.best_run`, the same as `model=best:<experiment>`: dev F1 (`best_dev_f1`), never
+test F1, and only FINISHED runs that logged a model, so a sweep's parent run (no model) or a failed run can never
+be promoted. If the best run's model is not yet registered under the name, it is
 registered now (`runs:/<run_id>/model`); if it is, its existing version is reused. Aliases replace the deprecated
 registry stages.
 """
@@ -18,31 +18,9 @@ import argparse
 import sys
 
 import mlflow
-from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 
-from ner.tracking import store
-
-
-def best_run(client: mlflow.MlflowClient, experiment: str, metric: str = "best_dev_f1") -> Run:
-    """The FINISHED run with a logged model and the highest `metric` in the experiment."""
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise SystemExit(f"no experiment {experiment!r} in {mlflow.get_tracking_uri()}")
-    with_model = {
-        m.source_run_id
-        for m in mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
-        if m.source_run_id
-    }
-    runs = client.search_runs(
-        [exp.experiment_id],
-        filter_string=f"attributes.status = 'FINISHED' and metrics.{metric} > -1",
-        order_by=[f"metrics.{metric} DESC", "attributes.start_time DESC"],
-    )
-    for run in runs:
-        if run.info.run_id in with_model:
-            return run
-    raise SystemExit(f"experiment {experiment!r} has no FINISHED run with a model and a {metric} metric")
+from ner.tracking import model_uri, store
 
 
 def registered_version(client: mlflow.MlflowClient, name: str, run_id: str) -> ModelVersion:
@@ -63,7 +41,10 @@ def promote(
     """Point `models:/<model_name>@<alias>` at the best run of `experiment`; returns the model version."""
     mlflow.set_tracking_uri(tracking_uri or store.default_store()[0])
     client = mlflow.MlflowClient()
-    run = best_run(client, experiment, metric)
+    try:
+        run = model_uri.best_run(experiment, (metric,))
+    except model_uri.ModelError as err:
+        raise SystemExit(str(err)) from None
     version = registered_version(client, model_name, run.info.run_id)
     client.set_registered_model_alias(model_name, alias, version.version)
     score = run.data.metrics[metric]

@@ -6,8 +6,9 @@ import torch
 from conftest import TINY, compose_train
 from test_model import SENTS, TAGS, make
 
+from ner.data import schemes
 from ner.data.batching import context_runs
-from ner.model.engine import predict_ids
+from ner.model.engine import Engine
 
 
 def test_runs_keep_to_one_document_and_the_token_budget():
@@ -20,13 +21,16 @@ def test_runs_keep_to_one_document_and_the_token_budget():
 
 def test_a_model_with_context_reads_a_sentence_with_its_neighbours():
     model = make(context_tokens=50).eval()
-    together = model.featurizer.encode(SENTS, TAGS, documents=[0, 0, 0, 0])
     apart = model.featurizer.encode(SENTS, TAGS, documents=[0, 1, 2, 3])
     joined = model.featurizer.encode([[w for s in SENTS for w in s]])
-    flat = model.decode(joined.batch([0]))[0]
+    itos = model.featurizer.labels.itos
+    flat = [itos[i] for i in model.decode(joined.batch([0]))[0]]
     bounds = [0, 4, 6, 8, 9]
-    assert predict_ids(model, together) == [flat[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
-    assert predict_ids(model, apart) == [model.decode(apart.batch([i]))[0] for i in range(4)]
+    engine = Engine(model)
+    together = [schemes.convert(flat[a:b], "iob2") for a, b in zip(bounds, bounds[1:], strict=False)]
+    assert engine.predict(SENTS, documents=[0, 0, 0, 0]) == together
+    alone = [schemes.convert([itos[i] for i in model.decode(apart.batch([i]))[0]], "iob2") for i in range(4)]
+    assert engine.predict(SENTS, documents=[0, 1, 2, 3]) == alone
     with torch.no_grad():  # the second sentence's scores depend on the first only when they are read together
         alone = model.emissions(apart.batch([1]))[0]
         in_context = model.emissions(joined.batch([0]))[0, 4:6]
@@ -48,13 +52,15 @@ def test_context_is_off_for_a_training_file_without_documents(tmp_path, capsys):
 
 
 def test_a_run_with_context_trains_scores_and_saves_it(tmp_path):
-    from ner.model.tagger import Tagger
+    """The run's logged model keeps the setting, and tagging with it gives the scores the run logged."""
+    from ner.data.corpus import DataConfig, Sentences, load_corpus
+    from ner.evaluation import metrics
+    from ner.tracking import model_uri
     from ner.training.pipeline import train
 
-    result = train(
-        compose_train(tmp_path, "model.context_tokens=40", "trainer.max_epochs=2", "tracking.log_model=false")
-    )
-    assert 0.0 <= result["test_f1"] <= 100.0 and result["epochs"] == 2
-    model = make(context_tokens=40)
-    model.save(tmp_path / "tagger")
-    assert Tagger.load(tmp_path / "tagger").cfg.context_tokens == 40
+    result = train(compose_train(tmp_path, "model.context_tokens=40", "trainer.max_epochs=2"))
+    assert result["epochs"] == 2
+    model = model_uri.load(f"runs:/{result['run_id']}/model", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert model.cfg.context_tokens == 40
+    test = Sentences.of(load_corpus(DataConfig(path=str(TINY), cache_dir=str(tmp_path / "cache")))[0]["test"])
+    assert metrics.score(test.gold, Engine(model).predict(test.tokens, test.documents))["f1"] == result["test_f1"]

@@ -47,25 +47,39 @@ def test_every_uri_form_loads_the_same_tagger(trained_run, tiny_model_dir, tmp_p
     assert {e["text"] for e in records[0]["entities"]} >= {"Angela Merkel", "Paris"}
 
 
-def test_best_picks_the_highest_best_dev_f1(trained_run, tmp_path):
+def test_best_picks_the_highest_best_dev_f1_among_runs_with_a_model(trained_run, tmp_path):
+    """`best:` and `pipelines.promote` share `model_uri.best_run`: a run without a logged model never wins."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    try:
-        exp = mlflow.create_experiment("pick", artifact_location=(tmp_path / "artifacts").as_uri())
+
+    def make_runs(experiment: str, runs) -> dict[str, str]:
+        exp = mlflow.create_experiment(experiment, artifact_location=(tmp_path / experiment).as_uri())
         ids = {}
-        for name, f1 in (("low", 80.0), ("high", 90.0), ("none", None)):
+        for name, metrics, with_model in runs:
             with mlflow.start_run(experiment_id=exp, run_name=name) as run:
-                if f1 is not None:
-                    mlflow.log_metric("best_dev_f1", f1)
-                    mlflow.log_metric("dev_f1", 99.0 - f1)  # per-epoch curve: must not be what is ranked
+                mlflow.log_metrics(metrics)
+                if with_model:
+                    mlflow.initialize_logged_model(name="model", source_run_id=run.info.run_id, experiment_id=exp)
                 ids[name] = run.info.run_id
+        return ids
+
+    try:
+        ids = make_runs(
+            "pick",
+            [
+                ("low", {"best_dev_f1": 80.0, "dev_f1": 19.0}, True),
+                ("high", {"best_dev_f1": 90.0, "dev_f1": 9.0}, True),  # dev_f1, the per-epoch curve, is not ranked
+                ("higher-no-model", {"best_dev_f1": 95.0}, False),
+                ("none", {}, True),
+            ],
+        )
         assert model_uri.best_run_uri("pick", uri) == f"runs:/{ids['high']}/model"
-        old = mlflow.create_experiment("old-runs", artifact_location=(tmp_path / "old").as_uri())
-        for name, f1 in (("a", 70.0), ("b", 75.0)):  # runs from before best_dev_f1: ranked by dev_f1
-            with mlflow.start_run(experiment_id=old, run_name=name) as run:
-                mlflow.log_metric("dev_f1", f1)
-                ids[name] = run.info.run_id
-        assert model_uri.best_run_uri("old-runs", uri) == f"runs:/{ids['b']}/model"
+        assert model_uri.best_run("pick").info.run_id == ids["high"]
+        ids = make_runs("old-runs", [("a", {"dev_f1": 70.0}, True), ("b", {"dev_f1": 75.0}, True)])
+        assert model_uri.best_run_uri("old-runs", uri) == f"runs:/{ids['b']}/model"  # before best_dev_f1: dev_f1
+        make_runs("no-models", [("a", {"best_dev_f1": 70.0}, False)])
+        with pytest.raises(model_uri.ModelError, match="has a logged model"):
+            model_uri.best_run_uri("no-models", uri)
     finally:
         mlflow.set_tracking_uri(trained_run[1])
 

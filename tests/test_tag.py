@@ -1,5 +1,6 @@
 """Bulk tagging end to end: every input and output format, count in = count out, exact offsets, atomic output,
-resume, clear errors, and the fast annotator against the reference path (predict_tags + document)."""
+resume, clear errors, and the fast annotator against a plain reference path (per-sentence decode + one record
+built at a time)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,16 @@ import subprocess
 import sys
 import tracemalloc
 
-import numpy as np
 import pytest
 import torch
 
 from ner.data import schemes
-from ner.data.batching import Featurizer
 from ner.data.conll import read_conll
 from ner.data.tokenize import sentences as split_sentences
-from ner.data.vocab import Vocab
 from ner.evaluation import metrics
-from ner.model.engine import predict_tags
-from ner.model.tagger import ModelConfig, Tagger
-from ner.tagging.annotate import Annotator, document
+from ner.model.engine import Engine
+from ner.model.tagger import Tagger
+from ner.tagging.annotate import Annotator
 from ner.tagging.files import TagError
 from ner.tagging.pipeline import TagConfig
 from ner.tracking.model_uri import load_folder
@@ -34,6 +32,7 @@ from tests.tag_fixtures import (
     tag_config,
     tiny_model_dir,  # noqa: F401 (fixture)
 )
+from tests.test_engine import reference_tags
 
 LONG_LINE = " ".join(["Peter visited Paris on Monday ,"] * 3334)  # ~20,000 tokens on one line
 
@@ -49,8 +48,24 @@ def messy_file(tmp_path):
 
 
 def test_config_file_and_dataclass_agree():
-    cfg = tag_config(input="x", output="y")
-    assert {f.name for f in dataclasses.fields(TagConfig)} == set(dataclasses.asdict(cfg))
+    """conf/tag/tag.yaml and TagConfig have the same knobs with the same defaults, and each knob has a comment."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from ner.tagging.spark import SparkSettings
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / "tag"), version_base="1.3"):
+        composed = OmegaConf.to_container(compose(config_name="tag"), resolve=True)
+    fields = {f.name: f for f in dataclasses.fields(TagConfig)}
+    assert set(fields) == set(composed)
+    defaults = {
+        name: f.default_factory() if f.default is dataclasses.MISSING else f.default for name, f in fields.items()
+    }
+    # spark: {} in the dataclass means SparkSettings' defaults, which the file spells out
+    assert defaults.pop("spark") == {} and composed.pop("spark") == dataclasses.asdict(SparkSettings())
+    differ = {k: (composed[k], defaults[k]) for k in defaults if composed[k] != defaults[k]}
+    assert not differ, f"tag.yaml vs TagConfig defaults (yaml, dataclass): {differ}"
+    assert tag_config(input="x", output="y").input == "x"  # the composed file builds a TagConfig
     for line in (ROOT / "conf" / "tag" / "tag.yaml").read_text().splitlines():
         if line and not line.startswith((" ", "#", "hydra:", "defaults:", "-")):
             assert "  # " in line, f"knob without a comment: {line}"
@@ -137,7 +152,7 @@ def test_conll_input_is_scored_like_training_evaluation(tiny_model_dir, tmp_path
     sentences = read_conll(TINY / "test.txt")
     gold = [schemes.convert(s.tags, "iob2") for s in sentences]
     tagger = load_folder(tiny_model_dir)
-    pred = predict_tags(tagger, tagger.featurizer.encode([s.tokens for s in sentences]))
+    pred = Engine(tagger).predict([s.tokens for s in sentences])
     expected = metrics.score(gold, pred)
     assert summary["scores"] == pytest.approx({k: v for k, v in expected.items() if k in summary["scores"]})
     assert set(summary["scores"]) >= {"precision", "recall", "f1", "f1_strict", "f1_PER", "f1_LOC"}
@@ -315,47 +330,38 @@ def test_memory_stays_flat_as_the_input_grows(tiny_model_dir, tmp_path):  # noqa
 
 
 def _reference(tagger: Tagger, texts: list[str]) -> list[dict]:
-    """The straightforward path: tokenise, predict_tags on all sentences, build each record with document()."""
+    """The straightforward path: tokenise, decode each sentence alone, build each record on its own."""
     split = [split_sentences(text, 250) for text in texts]
     flat = [[t.text for t in sent] for doc in split for sent in doc]
     documents = [d for d, doc in enumerate(split) for _ in doc]
-    tags = iter(predict_tags(tagger, tagger.featurizer.encode(flat, documents=documents)))
-    return [document(text, doc, [next(tags) for _ in doc]) for text, doc in zip(texts, split, strict=True)]
+    tags = iter(reference_tags(tagger, flat, documents))
+    return [_document(text, doc, [next(tags) for _ in doc]) for text, doc in zip(texts, split, strict=True)]
 
 
-def _random_tagger(head: str, scheme: str, seed: int, context_tokens: int = 0) -> Tagger:
-    torch.manual_seed(seed)
-    words = Vocab(["<pad>", "<unk>", "peter", "paris", "visited", "."])
-    chars = Vocab(["<pad>", "<unk>", *"PeterParisvd."])
-    labels = Vocab(schemes.labels_for(["LOC", "PER"], scheme))
-    cfg = ModelConfig(
-        hidden_size=8, char_hidden=4, char_dim=4, case_dim=3, word_dim=6, head=head, context_tokens=context_tokens
-    )
-    return Tagger(cfg, Featurizer(words, chars, labels, trainable_words=4), scheme, np.ones((6, 6), np.float32)).eval()
-
-
-@pytest.mark.parametrize(
-    ("head", "scheme", "context"),
-    [("crf", "bioes", 0), ("softmax", "bioes", 0), ("softmax", "iob2", 0), ("crf", "bioes", 30)],
-)
-def test_annotator_equals_the_reference_path(head, scheme, context):
-    """Random weights: a softmax head emits many invalid sequences, which must be read like conlleval does; with
-    document context the model reads runs of a document's sentences, and both paths must cut the same runs."""
-    tagger = _random_tagger(head, scheme, seed=len(head) + len(scheme), context_tokens=context)
-    with torch.no_grad():
-        tagger.proj.weight *= 1 + context  # large scores: a neighbouring sentence then changes some tags
-    texts = [*MESSY_LINES, LONG_LINE[:3000], "Peter Paris Peter Paris visited . " * 40]
-    annotator = Annotator(tagger, batch_size=7, max_tokens=300)
-    assert annotator.annotate(texts) == _reference(tagger, texts)
-    sentences = [s["tokens"] for r in _reference(tagger, texts) for s in r["sentences"]]
-    assert annotator.tag_tokens([*sentences, []]) == [*predict_tags(tagger, tagger.featurizer.encode(sentences)), []]
-    assert sum(len(r["entities"]) for r in annotator.annotate(texts)) > 10
+def _document(text: str, sentences: list, tags: list[list[str]]) -> dict:
+    """One document's record, sentence by sentence, with `schemes.spans` for the entities."""
+    out_sentences, entities = [], []
+    for sent, seq in zip(sentences, tags, strict=True):
+        offsets = [[t.start, t.end] for t in sent]
+        out_sentences.append(
+            {"start": sent[0].start, "end": sent[-1].end, "tokens": [t.text for t in sent], "offsets": offsets,
+             "tags": seq}  # fmt: skip
+        )
+        for first, last, typ in schemes.spans(seq):
+            start, end = sent[first].start, sent[last - 1].end
+            entities.append({"text": text[start:end], "type": typ, "start": start, "end": end})
+    return {"text": text, "sentences": out_sentences, "entities": entities}
 
 
 def test_annotator_equals_the_reference_path_for_the_trained_model(tiny_model_dir):  # noqa: F811
     tagger = load_folder(tiny_model_dir)
-    texts = [*MESSY_LINES, LONG_LINE[:5000]]
-    assert Annotator(tagger).annotate(texts) == _reference(tagger, texts)
+    texts = [*MESSY_LINES, LONG_LINE[:5000], "Peter visited Paris . " * 40]
+    annotator = Annotator(tagger, batch_size=7, max_tokens=300)
+    records = annotator.annotate(texts)
+    assert records == _reference(tagger, texts)
+    assert sum(len(r["entities"]) for r in records) > 10
+    sentences = [s["tokens"] for r in records for s in r["sentences"]]
+    assert annotator.tag_tokens([*sentences, []]) == [*reference_tags(tagger, sentences), []]
     bf16 = Annotator(tagger, precision="bf16").annotate(texts)
     for record in bf16:
         assert_offsets_exact(record)
@@ -364,7 +370,7 @@ def test_annotator_equals_the_reference_path_for_the_trained_model(tiny_model_di
 
 
 def test_auto_precision_takes_bf16_only_on_a_cpu_with_native_bfloat16():
-    from ner.tagging.annotate import resolve_precision
+    from ner.model.engine import resolve_precision
 
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ner.data.vocab import Vocab, casing, word_id
@@ -26,6 +27,7 @@ class Featurizer:
     chars: Vocab
     labels: Vocab  # tags in the training scheme; no padding entry: id 0 is "O"
     trainable_words: int = 0  # words[:trainable_words] are fine-tuned, the rest (vectors only) frozen; 0 = all
+    _char_table: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def encode(
         self, sentences: list[list[str]], tags: list[list[str]] | None = None, documents: list[int] | None = None
@@ -33,23 +35,49 @@ class Featurizer:
         """Form ids per sentence; `documents` (one id per sentence) lets the model read sentences in context."""
         table: dict[str, int] = {"": 0}
         form_ids = [[table.setdefault(tok, len(table)) for tok in sent] for sent in sentences]
-        forms = list(table)
-        chars = torch.zeros(len(forms), max(1, min(MAX_WORD_CHARS, max(map(len, forms)))), dtype=torch.long)
-        for i, form in enumerate(forms[1:], start=1):
-            ids = [self.chars.get(c) for c in form[:MAX_WORD_CHARS]]
-            chars[i, : len(ids)] = torch.tensor(ids)
+        forms = self.form_table(list(table)[1:])
         tag_ids = None
         if tags is not None:
             tag_ids = [[self.labels.stoi.get(t, 0) for t in seq] for seq in tags]
         return Encoded(
             forms=form_ids,
-            form_word=torch.tensor([0] + [word_id(self.words, f) for f in forms[1:]]),
-            form_case=torch.tensor([0] + [casing(f) for f in forms[1:]]),
-            form_chars=chars,
-            form_len=(chars > 0).sum(1),
+            form_word=forms.words,
+            form_case=forms.cases,
+            form_chars=forms.chars,
+            form_len=forms.char_lens,
             tags=tag_ids,
             documents=documents,
         )
+
+    def form_table(self, forms: list[str]) -> FormTable:
+        """Word id, casing class and character ids of each form, row 0 being the padding form (all zeros).
+
+        Training (`encode`) and inference (`ner.model.engine`) both featurise through here, so a form gets the
+        same ids in both. Characters go through a code point -> id array: one numpy index per character.
+        """
+        cut = [f[:MAX_WORD_CHARS] for f in forms]
+        lens = np.fromiter(map(len, cut), dtype=np.int64, count=len(cut))
+        codes = np.frombuffer("".join(cut).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        chars = np.zeros((len(cut) + 1, max(1, int(lens.max(initial=0)))), dtype=np.int64)
+        rows = np.repeat(np.arange(1, len(cut) + 1), lens)
+        cols = np.arange(len(codes)) - np.repeat(np.cumsum(lens) - lens, lens)
+        chars[rows, cols] = self._char_ids()[codes]
+        return FormTable(
+            words=torch.tensor([0, *(word_id(self.words, f) for f in forms)]),
+            cases=torch.tensor([0, *map(casing, forms)]),
+            chars=torch.from_numpy(chars),
+            char_lens=torch.from_numpy(np.concatenate([[0], lens])),
+        )
+
+    def _char_ids(self) -> np.ndarray:
+        """Code point -> character id (1 = unknown) for every Unicode code point, built once per featurizer."""
+        if self._char_table is None:
+            table = np.ones(0x110000, dtype=np.int64)
+            for char, i in self.chars.stoi.items():
+                if len(char) == 1:
+                    table[ord(char)] = i
+            self._char_table = table
+        return self._char_table
 
     def to_json(self) -> dict:
         return {
@@ -62,6 +90,16 @@ class Featurizer:
     @classmethod
     def from_json(cls, data: dict) -> Featurizer:
         return cls(Vocab(data["words"]), Vocab(data["chars"]), Vocab(data["labels"]), data["trainable_words"])
+
+
+@dataclass
+class FormTable:
+    """The features of F distinct forms (row 0: padding): what the model's embeddings read."""
+
+    words: torch.Tensor  # (F,) word ids
+    cases: torch.Tensor  # (F,) casing classes
+    chars: torch.Tensor  # (F, L) character ids, 0-padded
+    char_lens: torch.Tensor  # (F,) characters per form
 
 
 @dataclass

@@ -1,15 +1,17 @@
-"""Worker processes for the model step of `ner.annotate.Annotator`, so reading, tokenising and writing overlap it."""
+"""Worker processes for the engine step of `ner.tagging.annotate.Annotator`, so reading, tokenising and writing
+overlap it."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ner.tagging.annotate import Annotator, Prepared, _gc_paused
+from ner.model.engine import Engine
+from ner.tagging.annotate import Prepared, gc_paused
 
 
 class AnnotatorPool:
-    """Runs the model step of an `Annotator` in worker processes, one torch thread each.
+    """Runs the engine step of an `Annotator` in worker processes, one torch thread each.
 
     The calling process reads, tokenises, builds records and writes while the workers tag, so the Python work
     and the model overlap; and single-threaded processes degrade gracefully when other jobs share the cores,
@@ -32,22 +34,25 @@ class AnnotatorPool:
         self.executor.shutdown(wait=True, cancel_futures=cancel)
 
 
-_WORKER: Annotator | None = None
+_WORKER: tuple[Engine, str] | None = None  # this worker's engine and precision
 
 
 def _start_worker(folder: str, settings: dict) -> None:
     import signal
 
-    from ner.tracking.model_uri import load_folder
+    from ner.model.tagger import Tagger
 
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
     torch.set_num_threads(1)
-    _WORKER = Annotator(load_folder(folder, settings.get("device", "cpu")), **settings)
+    device = settings.get("device", "cpu")
+    engine = Engine(Tagger.load(folder, device), settings["batch_size"], settings["max_tokens"], device)
+    _WORKER = engine, settings["precision"]
 
 
 def _worker_tag(words: list[str], sent_lens: list[int], doc_sents: list[int]) -> tuple[np.ndarray, dict[str, float]]:
-    _WORKER.seconds.clear()
-    with _gc_paused():
-        ids = _WORKER._tag(words, np.asarray(sent_lens, dtype=np.int64), doc_sents)
-    return ids.astype(np.int16), dict(_WORKER.seconds)
+    engine, precision = _WORKER
+    engine.seconds.clear()
+    with gc_paused():
+        ids = engine.iob2_ids(words, np.asarray(sent_lens, dtype=np.int64), doc_sents, precision)
+    return ids.astype(np.int16), dict(engine.seconds)

@@ -1,32 +1,28 @@
 """Model URIs -> a loaded `Tagger`: MLflow runs, registry versions and aliases, the best run, or a local folder.
 
 Bulk tagging loads the bare tagger (`tagger.json` + `weights.pt`) rather than the pyfunc: no model code is run,
-nothing is pickled, and the tagger comes back as a plain `torch.nn.Module` that `ner.annotate` drives at full
+nothing is pickled, and the tagger comes back as a plain `torch.nn.Module` that `ner.model.engine` drives at full
 speed. Accepted forms:
 
 - `runs:/<run_id>/model`: the model logged by a training run;
 - `models:/<name>@<alias>` and `models:/<name>/<version>`: the model registry;
-- `best:<experiment>`: the finished run of that experiment with the highest `best_dev_f1` (`best:` alone means
-  experiment `ner`, the training default; runs without that metric are ranked by their last `dev_f1`);
+- `best:<experiment>`: the finished run of that experiment with a logged model and the highest `best_dev_f1`
+  (`best_run`; `best:` alone means experiment `ner`, the training default);
 - a local folder: one written by `Tagger.save`, or a downloaded MLflow model folder (holding `artifacts/tagger`).
 
-Store URIs default to the project store (`ner.tracking.default_store()`, i.e. `./mlruns`), as in training.
+Store URIs default to the project store (`ner.tracking.store.default_store()`, i.e. `./mlruns`), as in training.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pickle
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
-from ner.data.batching import Featurizer
-from ner.model.tagger import ModelConfig, Tagger
+from ner.model.tagger import Tagger
 
 MLFLOW_SCHEMES = ("runs:/", "models:/")
 BEST_METRIC = "best_dev_f1"  # the final dev F1 that train.py logs once per run
@@ -75,51 +71,50 @@ def local_folder(path: str | Path) -> Path:
 
 
 def best_run_uri(experiment: str, tracking_uri: str | None = None) -> str:
-    """`runs:/<id>/model` of the finished run of `experiment` with the highest `best_dev_f1`.
+    """`runs:/<id>/model` of `best_run(experiment)`."""
+    with _store(tracking_uri):
+        return f"runs:/{best_run(experiment).info.run_id}/model"
 
-    Runs logged before `best_dev_f1` existed are ranked by their last `dev_f1` instead, if no run has the former.
-    """
+
+def best_run(experiment: str, metrics: tuple[str, ...] = RANKING_METRICS):
+    """The best run of an experiment, the one definition that `best:<experiment>` and `pipelines.promote` share:
+    the FINISHED run with a logged model and the highest `best_dev_f1` (dev, never test: choosing on test would
+    make the reported test score a selected one). Runs logged before `best_dev_f1` existed are ranked by their
+    last `dev_f1` if no run has the former. Uses the current MLflow tracking URI."""
     import mlflow
 
-    with _store(tracking_uri):
-        exp = mlflow.get_experiment_by_name(experiment)
-        if exp is None:
-            raise ModelError(
-                f"best:{experiment}: no experiment {experiment!r} in {mlflow.get_tracking_uri()} (train one with"
-                f" `python -m ner.train tracking.experiment={experiment}`, or pass model=<URI> / tracking_uri=<store>)"
-            )
-        for metric in RANKING_METRICS:
-            runs = mlflow.search_runs(
-                [exp.experiment_id],
-                filter_string=f"attributes.status = 'FINISHED' and metrics.{metric} > -1",
-                order_by=[f"metrics.{metric} DESC", "attributes.start_time DESC"],
-                max_results=1,
-                output_format="list",
-            )
-            if runs:
-                return f"runs:/{runs[0].info.run_id}/model"
-    raise ModelError(f"best:{experiment}: no finished run of experiment {experiment!r} has a {BEST_METRIC} metric")
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ModelError(
+            f"best:{experiment}: no experiment {experiment!r} in {mlflow.get_tracking_uri()} (train one with"
+            f" `python -m ner.train tracking.experiment={experiment}`, or pass model=<URI> / tracking_uri=<store>)"
+        )
+    with_model = {
+        m.source_run_id
+        for m in mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+        if m.source_run_id
+    }
+    for metric in metrics:
+        runs = mlflow.search_runs(
+            [exp.experiment_id],
+            filter_string=f"attributes.status = 'FINISHED' and metrics.{metric} > -1",
+            order_by=[f"metrics.{metric} DESC", "attributes.start_time DESC"],
+            output_format="list",
+        )
+        for run in runs:
+            if run.info.run_id in with_model:
+                return run
+    raise ModelError(
+        f"best:{experiment}: no FINISHED run of experiment {experiment!r} has a logged model and a {metrics[0]} metric"
+    )
 
 
 def load_folder(folder: str | Path, device: str = "cpu") -> Tagger:
-    """Rebuild a tagger saved by `Tagger.save`, taking the word-vector size from the weights.
-
-    `Tagger.load` rebuilds the model from `ModelConfig.word_dim`, but a model trained with pretrained vectors
-    (the default) uses the vectors' size instead (50 for GloVe 6B.50d), so its weights would not fit. Reading the
-    size off the saved embedding matrix loads both kinds; weights are still read with `weights_only=True`.
-    """
-    folder = Path(folder)
+    """`Tagger.load`, with anything that stops it (a missing or corrupt file, other weights) as one `ModelError`."""
     try:
-        meta = json.loads((folder / "tagger.json").read_text(encoding="utf-8"))
-        state = torch.load(folder / "weights.pt", map_location=device, weights_only=True)
-        cfg = dict(meta["model"])
-        if "word_embed.weight" in state:
-            cfg["word_dim"] = int(state["word_embed.weight"].shape[1])
-        model = Tagger(ModelConfig(**cfg), Featurizer.from_json(meta["vocab"]), meta["scheme"])
-        model.load_state_dict(state)
+        return Tagger.load(folder, device)
     except (OSError, KeyError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
         raise ModelError(f"{folder}: not a loadable tagger ({type(err).__name__}: {str(err)[:300]})") from err
-    return model.to(device).eval()
 
 
 @contextlib.contextmanager
