@@ -12,6 +12,9 @@ FAILED if it got as far as `store.run`; otherwise a FAILED child is created here
 marks the JobReturn completed with no value, so the sweep goes on (the Optuna sweeper tells a trial without a value
 as FAIL). As `make -k` does, the process still exits non-zero at the end if any job failed, unless
 `exit_code_on_failure=0` (the Optuna search sets that: a diverging trial is an expected outcome there).
+
+A little over 300 lines because the summary table's helpers (mean, std, formatting, CSV) live here too: the
+study and the benchmarks print their tables with the same ones.
 """
 
 from __future__ import annotations
