@@ -1,13 +1,18 @@
 """End to end on the tiny corpus: the real config tree, a real MLflow store in tmp_path, a real pyfunc load."""
 
+import dataclasses
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from tests.conftest import compose_train
+from tests.conftest import ROOT, compose_train
 
 
 def test_contract_overrides_reach_the_config(tmp_path):
@@ -25,15 +30,89 @@ def test_contract_overrides_reach_the_config(tmp_path):
     assert cfg.data.path.endswith("tiny")
 
 
-def test_presets_compose(tmp_path):
-    for preset in ("lample2016", "ma_hovy2016", "full_budget"):
-        from hydra import compose, initialize_config_dir
+PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
-        from tests.conftest import ROOT
 
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=[f"experiment={preset}"])
-        assert cfg.tracking.experiment == preset
+def compose_conf(*overrides: str, conf: Path = ROOT / "conf"):
+    """The config tree `conf` (the real conf/ by default) as `python -m ner.train [overrides]` composes it."""
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def run_configs(cfg) -> dict:
+    """The dataclasses a run builds from the composed config, by the config path they are read from."""
+    from ner.data.corpus import DataConfig
+    from ner.data.vocab import EmbeddingsConfig
+    from ner.model.tagger import ModelConfig
+    from ner.tracking.store import TrackingConfig
+    from ner.training.pipeline import from_config
+    from ner.training.trainer import TrainerConfig
+
+    return {
+        "data": from_config(DataConfig, cfg.data, "data"),
+        "model": from_config(ModelConfig, cfg.model, "model", skip=("embeddings",)),
+        "model.embeddings": from_config(EmbeddingsConfig, cfg.model.embeddings, "model.embeddings"),
+        "trainer": from_config(TrainerConfig, cfg.trainer, "trainer"),
+        "tracking": from_config(TrackingConfig, cfg.tracking, "tracking"),
+    }
+
+
+def leaves(node: dict, prefix: str = "") -> dict:
+    """{"model.embeddings.path": None, ...}: every value of a nested mapping by its dotted path."""
+    out = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        out.update(leaves(value, f"{path}.") if isinstance(value, dict) else {path: value})
+    return out
+
+
+def field_values(cfg) -> dict:
+    """Every knob a run reads, by dotted path, as the dataclasses hold it (after their own conversions)."""
+    values = {"seed": cfg.seed}
+    for group, obj in run_configs(cfg).items():
+        values.update({f"{group}.{f.name}": getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    return values
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_preset_changes_what_it_states_and_nothing_else(preset):
+    stated = leaves(OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "experiment" / f"{preset}.yaml")))
+    base, got = field_values(compose_conf()), field_values(compose_conf(f"experiment={preset}"))
+    assert stated and set(stated) <= set(got), f"{preset} sets keys no dataclass reads: {set(stated) - set(got)}"
+    assert {k: got[k] for k in stated} == stated
+    assert {k: v for k, v in got.items() if k not in stated} == {k: v for k, v in base.items() if k not in stated}
+    assert any(base[k] != v for k, v in stated.items()), f"{preset} changes nothing"
+
+
+def test_a_preset_can_set_the_seed_and_the_command_line_still_wins(tmp_path):
+    """train.yaml lists _self_ first, so its `seed: 1` is a default that an experiment preset may change."""
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "experiment" / "seeded.yaml").write_text("# @package _global_\nseed: 42\ntrainer:\n  max_epochs: 3\n")
+    assert compose_conf(conf=conf).seed == 1
+    seeded = compose_conf("experiment=seeded", conf=conf)
+    assert (seeded.seed, seeded.trainer.max_epochs) == (42, 3)
+    assert compose_conf("experiment=seeded", "seed=7", conf=conf).seed == 7
+
+
+def test_wnut17_is_conll2003_but_for_the_path():
+    conll, wnut = (OmegaConf.to_container(compose_conf(f"data={name}").data) for name in ("conll2003", "wnut17"))
+    assert wnut.pop("path").endswith("wnut17") and conll.pop("path").endswith("conll2003")
+    assert wnut == conll
+    assert compose_conf("data=wnut17", "data.scheme=iob2").data.scheme == "iob2"  # inherited knobs still override
+
+
+def test_an_unknown_config_key_is_one_line_naming_it(tmp_path):
+    from ner.data.vocab import EmbeddingsConfig
+    from ner.training.pipeline import build, from_config
+
+    with pytest.raises(TypeError, match=r"^unknown config key model\.embeddings\.frezee \(known: path, freeze\)$"):
+        build(compose_train(tmp_path, "+model.embeddings.frezee=true"))
+    with pytest.raises(TypeError, match=r"unknown config key data\.pth"):
+        build(compose_train(tmp_path, "+data.pth=x"))
+    assert from_config(EmbeddingsConfig, {"path": "", "freeze": True}, "model.embeddings") == EmbeddingsConfig(
+        None, True
+    )
 
 
 def test_a_run_logs_config_metrics_artifacts_and_model(trained_run):

@@ -76,6 +76,17 @@ def word_id(vocab: Vocab, word: str) -> int:
 
 
 @dataclass
+class EmbeddingsConfig:
+    """`model.embeddings` (conf/model/bilstm_crf.yaml): the pretrained vectors a training run starts from."""
+
+    path: str | None = None  # GloVe or word2vec text file; None (or "") = random init of model.word_dim
+    freeze: bool = False  # no word vector is fine-tuned: each stays as loaded (or as randomly initialised)
+
+    def __post_init__(self) -> None:  # Hydra reads `path=2024` as an int; an empty path means none, as null does
+        self.path = str(self.path) if self.path not in (None, "") else None
+
+
+@dataclass
 class Vectors:
     """Pretrained word vectors read from a GloVe or word2vec text file."""
 

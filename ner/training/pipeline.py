@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import mlflow
@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from ner.data import schemes
 from ner.data.batching import Featurizer
 from ner.data.corpus import DataConfig, Sentences, load_corpus
-from ner.data.vocab import Vocab, build_word_vocab, coverage, init_embeddings, read_vectors
+from ner.data.vocab import EmbeddingsConfig, Vocab, build_word_vocab, coverage, init_embeddings, read_vectors
 from ner.evaluation import metrics, report
 from ner.model.engine import Engine
 from ner.model.tagger import ModelConfig, Tagger
@@ -42,10 +42,25 @@ def run_name(model: ModelConfig, seed: int) -> str:
     return f"{'bi' if model.bidirectional else ''}{model.cell}-{model.head}-s{seed}"
 
 
+def from_config(cls, node, name: str, skip: tuple[str, ...] = ()):
+    """`cls(**node)` for the config group `name` (data, model, ...), minus the sub-groups in `skip`.
+
+    A key the dataclass does not have (a typo in a preset, or a `+key=` override) is a one-line TypeError
+    naming it, e.g. `unknown config key model.embeddings.frezee (known: path, freeze)`.
+    """
+    known = [f.name for f in fields(cls) if f.init]
+    unknown = [k for k in node if k not in known and k not in skip]
+    if unknown:
+        keys = ", ".join(f"{name}.{k}" for k in unknown)
+        raise TypeError(f"unknown config key {keys} (known: {', '.join(known)})")
+    return cls(**{k: v for k, v in node.items() if k not in skip})
+
+
 def build(cfg: DictConfig):
     """Corpus, vectors, vocabularies and a fresh model from the composed config."""
-    data_cfg = DataConfig(**cfg.data)
-    model_cfg = ModelConfig(**{k: v for k, v in cfg.model.items() if k != "embeddings"})
+    data_cfg = from_config(DataConfig, cfg.data, "data")
+    model_cfg = from_config(ModelConfig, cfg.model, "model", skip=("embeddings",))
+    emb_cfg = from_config(EmbeddingsConfig, cfg.model.embeddings, "model.embeddings")
     corpus, data_report = load_corpus(data_cfg)
     if model_cfg.context_tokens and len(set(corpus["train"]["document"])) == len(corpus["train"]):
         print(
@@ -54,10 +69,10 @@ def build(cfg: DictConfig):
             flush=True,
         )
         model_cfg = replace(model_cfg, context_tokens=0)
-    vectors = read_vectors(cfg.model.embeddings.path) if cfg.model.embeddings.path else None
+    vectors = read_vectors(emb_cfg.path) if emb_cfg.path else None
     train_tokens = corpus["train"]["tokens"]
     words, trainable = build_word_vocab(train_tokens, vectors)
-    if cfg.model.embeddings.freeze:
+    if emb_cfg.freeze:
         trainable = 1  # only <pad> trains (and it is zero): every vector stays as loaded
     labels = schemes.labels_for(
         schemes.entity_types(corpus["train"].features["ner_tags"].feature.names), data_cfg.train_scheme
@@ -73,8 +88,8 @@ def build(cfg: DictConfig):
 def train(cfg: DictConfig) -> dict[str, float]:
     """One run: returns the final metrics (dev and test), also logged to MLflow."""
     seed_everything(cfg.seed)
-    trainer_cfg = TrainerConfig(**cfg.trainer)
-    tracking_cfg = store.TrackingConfig(**cfg.tracking)
+    trainer_cfg = from_config(TrainerConfig, cfg.trainer, "trainer")
+    tracking_cfg = from_config(store.TrackingConfig, cfg.tracking, "tracking")
     torch.set_num_threads(trainer_cfg.threads)
     data_cfg, corpus, data_report, featurizer, model = build(cfg)
     print(_data_summary(data_report), flush=True)
