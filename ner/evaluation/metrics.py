@@ -1,4 +1,4 @@
-"""Entity-level scores with seqeval, on IOB2 tags, computed once over a whole split.
+"""Entity-level scores with seqeval's entity readers, on IOB2 tags: over a whole split, or streamed chunk by chunk.
 
 The headline is seqeval's default mode, which reads tags the way conlleval does (so numbers compare with the
 papers); strict IOB2 mode is reported beside it, and the gap between the two is the count of predicted
@@ -9,28 +9,18 @@ from __future__ import annotations
 
 from collections import Counter
 
-from seqeval.metrics import classification_report, sequence_labeling, v1
+from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 
 from ner.data import schemes
 
 
 def score(gold: list[list[str]], pred: list[list[str]]) -> dict[str, float]:
-    """Micro P/R/F1 (default and strict mode, in %) and per-type F1, all from IOB2 tag strings."""
-    out: dict[str, float] = {}
-    default = sequence_labeling.precision_recall_fscore_support(gold, pred, average="micro", zero_division=0)
-    strict = v1.precision_recall_fscore_support(
-        gold, pred, average="micro", zero_division=0, mode="strict", scheme=IOB2
-    )
-    for suffix, (p, r, f, _) in (("", default), ("_strict", strict)):
-        out.update(
-            {f"precision{suffix}": 100 * float(p), f"recall{suffix}": 100 * float(r), f"f1{suffix}": 100 * float(f)}
-        )
-    # seqeval lists per-type scores in sorted order of the types found in gold or predictions
-    names = sorted({typ for seqs in (gold, pred) for seq in seqs for _, _, typ in schemes.spans(seq)})
-    if names:
-        _, _, f, _ = sequence_labeling.precision_recall_fscore_support(gold, pred, average=None, zero_division=0)
-        out.update({f"f1_{name}": 100 * float(v) for name, v in zip(names, f, strict=True)})
+    """Micro P/R/F1 (default and strict mode, in %) and per-type F1, all from IOB2 tag strings, plus the number of
+    predicted sentences that are not valid IOB2. The same counting as `Scorer`, over one whole split."""
+    scorer = Scorer()
+    scorer.add(gold, pred)
+    out = scorer.scores()
     out["invalid_predicted_sequences"] = float(sum(not schemes.is_valid(seq, "iob2") for seq in pred))
     return out
 
@@ -43,8 +33,9 @@ def report(gold: list[list[str]], pred: list[list[str]]) -> str:
 
 
 class Scorer:
-    """seqeval's entity counts (default and strict IOB2 mode), summed chunk by chunk: scores without holding
-    every tag of a large input in memory. The same numbers as `ner.metrics.score` on the whole input."""
+    """seqeval's entity counts (default and strict IOB2 mode), summed chunk by chunk: `ner.tag` scores a large
+    CoNLL input without holding every tag in memory, and `score` is one chunk. The numbers equal seqeval's
+    `precision_recall_fscore_support` (tests/test_metrics.py checks it), to the last bit."""
 
     def __init__(self) -> None:
         self.counts = {"": Counter(), "_strict": Counter()}  # (type, "tp" | "pred" | "true") -> count
