@@ -39,7 +39,7 @@ def promote(
     metric: str = "best_dev_f1",
 ) -> ModelVersion:
     """Point `models:/<model_name>@<alias>` at the best run of `experiment`; returns the model version."""
-    mlflow.set_tracking_uri(tracking_uri or store.default_store()[0])
+    mlflow.set_tracking_uri(store.store_uri(tracking_uri))
     client = mlflow.MlflowClient()
     try:
         run = model_uri.best_run(experiment, (metric,))

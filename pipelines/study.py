@@ -128,7 +128,7 @@ def collect(sweep_dir: Path, tracking_uri: str | None, profiles: bool) -> list[d
     """Steps 2-3: per finished run, its setting, final metrics, bucketed test F1 and gradient profile."""
     from ner.tracking import store
 
-    mlflow.set_tracking_uri(tracking_uri or store.default_store(ROOT)[0])
+    mlflow.set_tracking_uri(store.store_uri(tracking_uri, ROOT))
     if not (sweep_dir / "sweep_runs.csv").is_file():
         raise SystemExit(f"{sweep_dir} has no sweep_runs.csv: not a finished sweep of ner.train -m")
     jobs = list(csv.DictReader(io.StringIO((sweep_dir / "sweep_runs.csv").read_text())))

@@ -88,10 +88,33 @@ def test_the_default_store_is_the_project_store_in_the_working_directory(tmp_pat
     from mlflow.tracking import is_tracking_uri_set
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     before = (is_tracking_uri_set(), mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     with pytest.raises(model_uri.ModelError, match=f"no experiment 'ner' in sqlite:///{tmp_path}/mlruns/mlflow.db"):
         model_uri.load("best:")
     assert (is_tracking_uri_set(), mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before  # nothing pinned
+
+
+def test_both_apps_follow_mlflow_tracking_uri_when_no_store_is_given(tmp_path, monkeypatch):
+    """The order: the explicit option, then MLFLOW_TRACKING_URI, then ./mlruns (which must stay untouched here)."""
+    from ner.training.pipeline import train
+    from tests.conftest import compose_train
+    from tests.tag_fixtures import run_tag
+
+    store = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    result = train(compose_train(tmp_path, "tracking.uri=null", "trainer.max_epochs=1", "tracking.experiment=env"))
+    assert mlflow.MlflowClient(store).get_run(result["run_id"]).info.status == "FINISHED"
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # (./mlruns/checkpoints is where checkpoints go)
+    (tmp_path / "in.txt").write_text("Peter visited Paris .\n", encoding="utf-8")
+    for model in (f"runs:/{result['run_id']}/model", "best:env"):
+        summary = run_tag(model=model, input=tmp_path / "in.txt", output=tmp_path / "out.jsonl")
+        assert summary["documents"] == 1
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists() and not (tmp_path / "mlflow.db").exists()
+    with pytest.raises(model_uri.ModelError, match="no experiment 'env' in sqlite:///"):  # the option wins
+        model_uri.load("best:env", f"sqlite:///{tmp_path / 'other.db'}")
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ speed. Accepted forms:
   (`best_run`; `best:` alone means experiment `ner`, the training default);
 - a local folder: one written by `Tagger.save`, or a downloaded MLflow model folder (holding `artifacts/tagger`).
 
-Store URIs default to the project store (`ner.tracking.store.default_store()`, i.e. `./mlruns`), as in training.
+Stores: `tracking_uri`, else `MLFLOW_TRACKING_URI`, else the project store `./mlruns`, as in training (`store_uri`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ner.model.tagger import Tagger
+from ner.tracking.store import store_uri
 
 MLFLOW_SCHEMES = ("runs:/", "models:/")
 BEST_METRIC = "best_dev_f1"  # the final dev F1 that train.py logs once per run
@@ -128,12 +129,11 @@ def _store(tracking_uri: str | None) -> Iterator[None]:
     import mlflow
     from mlflow.tracking import is_tracking_uri_set
 
-    from ner.tracking.store import default_store
 
     tracking_before = mlflow.get_tracking_uri() if is_tracking_uri_set() else None
     registry_before = mlflow.get_registry_uri() if mlflow.get_registry_uri() != mlflow.get_tracking_uri() else None
     quiet_before = os.environ.get(_QUIET)
-    uri = tracking_uri or default_store()[0]
+    uri = store_uri(tracking_uri)
     mlflow.set_tracking_uri(uri)
     if registry_before is not None:
         mlflow.set_registry_uri(uri)

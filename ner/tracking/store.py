@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import shutil
 import subprocess
 import tempfile
@@ -48,16 +49,19 @@ def default_store(root: str | Path = ".") -> tuple[str, str]:
     return f"sqlite:///{mlruns / 'mlflow.db'}", (mlruns / "artifacts").as_uri()
 
 
+def store_uri(explicit: str | None = None, root: str | Path = ".") -> str:
+    """The store every tool of the project uses: the explicit option (`tracking.uri=`, `tracking_uri=`,
+    `--tracking-uri`), else MLflow's standard `MLFLOW_TRACKING_URI`, else the project store `./mlruns`."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or default_store(root)[0]
+
+
 def connect(cfg: TrackingConfig) -> str:
-    """Point MLflow at the store and the experiment; returns the experiment id."""
+    """Point MLflow at the store (`store_uri`) and the experiment; returns the experiment id."""
+    uri = store_uri(cfg.uri)
+    check_reachable(uri)
     artifact_root = None
-    if cfg.uri:
-        check_reachable(cfg.uri)
-        uri = cfg.uri
-        if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in whatever the cwd is
-            artifact_root = (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
-    else:
-        uri, artifact_root = default_store()
+    if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in whatever the cwd is
+        artifact_root = (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
     mlflow.set_tracking_uri(uri)
     with _sqlite_init_lock(uri):
         exp = mlflow.get_experiment_by_name(cfg.experiment)
