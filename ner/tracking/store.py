@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-from mlflow.models import ModelSignature
-from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the `ner` package (ner.__file__ is None in some editable installs)
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "mlflow"]
@@ -143,16 +141,9 @@ def log_texts(files: dict[str, str]) -> None:
         mlflow.log_artifacts(tmp)
 
 
-def signature() -> ModelSignature:
-    """Raw texts in a `text` column or token lists in a `tokens` column; one dict per row out."""
-    inputs = Schema(
-        [ColSpec(DataType.string, "text", required=False), ColSpec(Array(DataType.string), "tokens", required=False)]
-    )
-    return ModelSignature(inputs=inputs)
-
-
 def log_model(tagger_dir: str | Path, register_as: str | None = None):
-    """Log the tagger as a pyfunc named "model" (models from code, the package shipped with it)."""
+    """Log the tagger as a pyfunc named "model" (models from code, the package shipped with it). No signature:
+    the pyfunc takes several input forms and checks them itself (ner/tagging/pyfunc.py says why)."""
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "ner"
         shutil.copytree(PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -161,8 +152,6 @@ def log_model(tagger_dir: str | Path, register_as: str | None = None):
             python_model=str(package / "tagging" / "pyfunc.py"),
             artifacts={"tagger": str(tagger_dir)},
             code_paths=[str(package)],
-            signature=signature(),
-            input_example=[{"text": "EU rejects German call to boycott British lamb ."}],
             pip_requirements=PIP_REQUIREMENTS,
             registered_model_name=register_as,
         )
