@@ -1,9 +1,9 @@
-"""Accuracy on CoNLL-2003 over several seeds, next to the published BiLSTM anchors (GitHub issue 5, benchmark 1).
+"""Accuracy on CoNLL-2003 over several seeds, next to the published BiLSTM anchors.
 
-    python pipelines/bench_accuracy.py                                  # the default config, seeds 1,2,3
-    python pipelines/bench_accuracy.py --config no-variational:1,2="model.variational_dropout=false"
-    python pipelines/bench_accuracy.py --parallel 1 --threads 2         # one run at a time, both cores each
-    python pipelines/bench_accuracy.py --from-store                     # the table again, from runs in MLflow
+    python -m benchmarks.accuracy                                  # the default config, seeds 1,2,3
+    python -m benchmarks.accuracy --config no-variational:1,2="model.variational_dropout=false"
+    python -m benchmarks.accuracy --parallel 1 --threads 2         # one run at a time, both cores each
+    python -m benchmarks.accuracy --from-store                     # the table again, from runs in MLflow
 
 Every run is a real `python -m ner.train` in its own process (its whole config, metrics and model go to MLflow
 experiment `accuracy`), `--parallel` of them at a time with `--threads` torch threads each: on a 2-core machine two
@@ -32,14 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from docs_section import machine, replace_section
-
+from benchmarks import harness
 from ner.tracking import store
 from ner.training.sweep import fmt, mean_std
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
 ANCHORS = {"Lample et al. 2016": 90.94, "Ma & Hovy 2016": 91.21, "NCRF++ (Yang & Zhang 2018)": 91.35}
 TARGETS = {"best": 91.5, "mean": 91.2, "minutes": 30.0}
 COLUMNS = ("test_f1", "test_f1_strict", "best_dev_f1", "epochs", "best_epoch", "train_minutes")
@@ -60,14 +56,14 @@ class Job:
 
 
 def parse() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser("accuracy", __doc__)
     ap.add_argument("--seeds", default="1,2,3", help="comma-separated seeds, one run per seed and config")
     ap.add_argument("--parallel", type=int, default=2, help="runs at a time")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--config", action="append", default=[], metavar='NAME[:SEEDS]="k=v k=v"', help="an extra config")
     ap.add_argument("--no-default", action="store_true", help="run only the --config configs")
     ap.add_argument("--experiment", default="accuracy", help="MLflow experiment of the training runs")
-    ap.add_argument("--tracking-uri", help="MLflow store (default: the project store, ./mlruns/mlflow.db)")
+    ap.add_argument("--tracking-uri", help="MLflow store (default: the project store, mlruns/mlflow.db)")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     ap.add_argument(
         "--from-store",
@@ -112,12 +108,12 @@ def run(job: Job, args: argparse.Namespace) -> Job:
         sys.executable, "-m", "ner.train",
         f"seed={job.seed}", f"trainer.threads={args.threads}", "trainer.progress=false",
         f"tracking.experiment={args.experiment}", f"tracking.run_name={job.config}-s{job.seed}",
-        *([f"tracking.uri={args.tracking_uri}"] if args.tracking_uri else []),
+        harness.setting("tracking.uri", harness.store_uri(args.tracking_uri)),
         *args.overrides, *job.overrides,
     ]  # fmt: skip
     start = time.perf_counter()
     with job.log.open("w") as log:
-        job.returncode = subprocess.call(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        job.returncode = subprocess.call(command, cwd=harness.ROOT, stdout=log, stderr=subprocess.STDOUT)
     job.wall_minutes = (time.perf_counter() - start) / 60
     found = re.search(r"^MLflow run ([0-9a-f]{32}) ", job.log.read_text(errors="replace"), re.MULTILINE)
     job.run_id = found.group(1) if found else ""
@@ -233,11 +229,9 @@ def report(jobs: list[Job], info: dict, command: str, note: str = "") -> tuple[s
 @functools.cache
 def default_params() -> dict[str, str]:
     """The current default config of conf/, flattened the way `ner.train` logs it as params."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return store.flatten(OmegaConf.to_container(compose(config_name="train"), resolve=True))
+    return store.flatten(OmegaConf.to_container(harness.compose(), resolve=True))
 
 
 def differences(jobs: list[Job], config: str) -> str:
@@ -249,35 +243,23 @@ def differences(jobs: list[Job], config: str) -> str:
     return ", ".join(changed) or "none (the default)"
 
 
-def log_mlflow(args: argparse.Namespace, info: dict, jobs: list[Job], summary: dict, section: str) -> str:
-    import mlflow
-
-    cfg = store.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="accuracy", log_model=False)
-    with store.run(cfg, "accuracy", {"benchmark": "accuracy", "git_commit": store.git_commit()}) as active:
-        mlflow.log_params({**{k: str(v) for k, v in info.items()}, "seeds": args.seeds, "parallel": args.parallel,
-                           "threads": args.threads, "runs": " ".join(j.run_id for j in jobs)})  # fmt: skip
-        mlflow.log_metrics(summary)
-        mlflow.log_text(section, "accuracy.md")
-        return active.info.run_id
-
-
 def main() -> None:
     args = parse()
-    info = machine()
-    argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--note" and sys.argv[i] != "--note"]  # printed below
-    command = "python pipelines/bench_accuracy.py " + " ".join(shlex.quote(a) for a in argv)
-    store.connect(store.TrackingConfig(uri=args.tracking_uri, experiment=args.experiment))
+    info = harness.machine()
+    command = harness.command("accuracy", drop=("--note",))  # the note is printed below it
+    harness.connect(args.tracking_uri, args.experiment)
     if args.from_store:
         jobs = stored_jobs(args.experiment, dict(r.split("=", 1) for r in args.rename), args.include_stopped)
         fetch_metrics(jobs)
     else:
         jobs = train_all(args)
-    section, summary = report(jobs, info, command.strip(), args.note)
+    section, summary = report(jobs, info, command, args.note)
     print("\n" + section)
-    print(f"logged to MLflow run {log_mlflow(args, info, jobs, summary, section)} (experiment benchmarks)")
+    params = {**info, "seeds": args.seeds, "parallel": args.parallel, "threads": args.threads}
+    params["runs"] = " ".join(j.run_id for j in jobs)
+    harness.log_run("accuracy", args.tracking_uri, params, summary, section)
     if not args.no_docs:
-        replace_section(DOCS, BEGIN, END, "## Accuracy (issue 5, benchmark 1)\n\n" + section, "# Benchmarks\n")
-        print(f"wrote the accuracy section of {DOCS.relative_to(ROOT)}")
+        harness.write_section("accuracy", "## Accuracy\n\n" + section)
 
 
 def train_all(args: argparse.Namespace) -> list[Job]:

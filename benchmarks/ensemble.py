@@ -1,88 +1,64 @@
-"""How far averaging several trained models goes on CoNLL-2003 (GitHub issue 5: where the accuracy ceiling is).
+"""How far averaging several trained models goes on CoNLL-2003: where the accuracy ceiling of these models is.
 
-    python pipelines/bench_ensemble.py --configs full-budget,long        # stored runs of `bench_accuracy.py`
+    python -m benchmarks.ensemble --configs full-budget,long        # stored runs of `python -m benchmarks.accuracy`
 
 Trains nothing: it loads the logged models of each config's seeds (experiment `accuracy`, run names
-`<config>-s<seed>`, as `bench_accuracy.py --from-store` finds them) and scores, on dev and test, every single
-model, every pair, and all of a config's seeds together, then all models of all the configs. An ensemble adds
-its members' emission scores and CRF transition scores and takes the Viterbi path of the averages (log-linear
-pooling: one decode, the same constraints). The point is a bound, not a product feature: if even several
-30-minute models together stay below a target, no single model of that architecture and those vectors is
-likely to reach it. The table is printed, logged as run `ensemble` of experiment `benchmarks` and written between
-the `ensemble` markers of docs/benchmarks.md (unless --no-docs).
+`<config>-s<seed>`, as `python -m benchmarks.accuracy --from-store` finds them) and scores, on dev and test, every
+single model, every pair, and all of a config's seeds together, then all models of all the configs. An ensemble
+(`ner.model.ensemble.Averaged`) adds its members' emission scores and CRF transition scores and takes the Viterbi
+path of the averages (log-linear pooling: one decode, the same constraints), decoded by the one inference engine
+(`ner.model.engine.Engine`), in document context where the models were trained with it. The point is a bound, not
+a product feature: if even several 30-minute models together stay below a target, no single model of that
+architecture and those vectors is likely to reach it. The table is printed, logged as run `ensemble` of experiment
+`benchmarks` and written between the `ensemble` markers of docs/benchmarks.md (unless --no-docs).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
-import shlex
 import sys
-from pathlib import Path
 
 import torch
-from bench_accuracy import ANCHORS, TARGETS, stored_jobs
-from docs_section import machine, replace_section
 
-from ner.data.batching import Batch
-from ner.data.corpus import DataConfig, load_corpus, tag_strings
+from benchmarks import harness
+from benchmarks.accuracy import ANCHORS, TARGETS, stored_jobs
+from ner.data.corpus import DataConfig, Sentences, load_corpus
 from ner.evaluation import metrics
-from ner.model.engine import predict_tags
+from ner.model.engine import Engine
+from ner.model.ensemble import Averaged
 from ner.model.tagger import Tagger
-from ner.tracking import model_uri, store
+from ner.tracking import model_uri
 from ner.training.sweep import fmt, mean_std
-
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- ensemble:begin -->", "<!-- ensemble:end -->"
 
 
 def parse() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser("ensemble", __doc__)
     ap.add_argument("--configs", default="full-budget", help="comma-separated config names of stored runs")
     ap.add_argument("--experiment", default="accuracy", help="MLflow experiment of the training runs")
-    ap.add_argument("--tracking-uri", help="MLflow store (default: the project store, ./mlruns/mlflow.db)")
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "conll2003"), help="CoNLL-2003 folder")
+    ap.add_argument("--tracking-uri", help="MLflow store (default: the project store, mlruns/mlflow.db)")
+    ap.add_argument("--data", default=str(harness.CONLL), help="CoNLL-2003 folder")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     return ap.parse_args()
 
 
-class Averaged(torch.nn.Module):
-    """Members' emission scores and CRF parameters averaged (log-linear pooling): `predict_tags` reads it as one
-    `Tagger`, so it is decoded, read in context and split back per sentence exactly as a single model is."""
-
-    decode = Tagger.decode
-
-    def __init__(self, members: list[Tagger]):
-        super().__init__()
-        self.members = torch.nn.ModuleList(members)
-        self.cfg, self.featurizer = members[0].cfg, members[0].featurizer
-        self.crf = copy.deepcopy(members[0].crf)
-        with torch.no_grad():
-            for name, param in self.crf.named_parameters():
-                param.copy_(torch.stack([m.crf.get_parameter(name) for m in members]).mean(0))
-
-    def emissions(self, batch: Batch) -> torch.Tensor:
-        return torch.stack([m.emissions(batch) for m in self.members]).mean(0)
-
-
-def load_members(jobs, uri: str | None) -> list[Tagger]:
+def load_members(jobs, uri: str) -> list[Tagger]:
     members = []
     for job in jobs:
         with model_uri.resolve(f"runs:/{job.run_id}/model", uri) as folder:
             members.append(model_uri.load_folder(folder).eval())
-    first = members[0]
-    for job, m in zip(jobs, members, strict=True):
-        if m.featurizer.to_json() != first.featurizer.to_json() or m.cfg.context_tokens != first.cfg.context_tokens:
-            sys.exit(f"{job.config}-s{job.seed}: other vocabularies or context than the first model; cannot average")
+    try:
+        Averaged(members)  # the same vocabularies, labels, scheme and context, or no ensemble
+    except ValueError as err:
+        sys.exit(f"{', '.join(f'{j.config}-s{j.seed}' for j in jobs)}: {err}")
     return members
 
 
-def score(members: list[Tagger], data: dict) -> dict[str, float]:
-    model = Averaged(members)
-    return {split: metrics.score(gold, predict_tags(model, enc))["f1"] for split, (enc, gold) in data.items()}
+def score(members: list[Tagger], data: dict[str, Sentences]) -> dict[str, float]:
+    """Entity F1 on each split of the members averaged (one member: the model itself, through the same path)."""
+    engine = Engine(Averaged(members))
+    return {split: metrics.score(s.gold, engine.predict(s.tokens, s.documents))["f1"] for split, s in data.items()}
 
 
 def groups(configs: list[str], jobs) -> list[tuple[str, list[int]]]:
@@ -113,21 +89,17 @@ def report(rows: list[dict], info: dict, command: str) -> str:
 def main() -> None:
     args = parse()
     torch.set_num_threads(args.threads)
-    info = machine()
-    command = "python pipelines/bench_ensemble.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    store.connect(store.TrackingConfig(uri=args.tracking_uri, experiment=args.experiment))
+    info = harness.machine()
+    uri = harness.connect(args.tracking_uri, args.experiment)
     configs = args.configs.split(",")
     jobs = [j for j in stored_jobs(args.experiment, {}) if j.config in configs]
     jobs.sort(key=lambda j: (configs.index(j.config), j.seed))
     missing = [c for c in configs if not any(j.config == c for j in jobs)]
     if missing:
         sys.exit(f"no finished runs named <config>-s<seed> for {', '.join(missing)} in experiment {args.experiment}")
-    members = load_members(jobs, args.tracking_uri)
+    members = load_members(jobs, uri)
     corpus, _ = load_corpus(DataConfig(path=args.data))
-    data = {}
-    for split in ("validation", "test"):
-        ds = corpus[split]
-        data[split] = (members[0].featurizer.encode(ds["tokens"], documents=ds["document"]), tag_strings(ds))
+    data = {split: Sentences.of(corpus[split]) for split in ("validation", "test")}
     singles = [score([m], data) for m in members]
     rows = []
     for name, idx in groups(configs, jobs):
@@ -142,18 +114,13 @@ def main() -> None:
             }  # fmt: skip
         )
         print(f"{name}: {len(idx)} models, all together: test {rows[-1]['all']['test']:.2f}", flush=True)
-    section = report(rows, info, command)
+    section = "## Ensembles: the ceiling of these models\n\n" + report(rows, info, harness.command("ensemble"))
     print("\n" + section)
-    import mlflow
-
-    cfg = store.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="ensemble", log_model=False)
-    with store.run(cfg, "ensemble", {"benchmark": "ensemble", "git_commit": store.git_commit()}):
-        mlflow.log_params({**{k: str(v) for k, v in info.items()}, "runs": " ".join(j.run_id for j in jobs)})
-        mlflow.log_metrics({f"{r['name'].replace(' ', '_')}_all_test_f1": r["all"]["test"] for r in rows})
-        mlflow.log_text(section, "ensemble.md")
+    params = {**info, "runs": " ".join(j.run_id for j in jobs)}
+    metrics_ = {f"{r['name'].replace(' ', '_')}_all_test_f1": r["all"]["test"] for r in rows}
+    harness.log_run("ensemble", args.tracking_uri, params, metrics_, section)
     if not args.no_docs:
-        replace_section(DOCS, BEGIN, END, "## Ensembles: the ceiling of these models\n\n" + section, "# Benchmarks\n")
-        print(f"wrote the ensemble section of {DOCS.relative_to(ROOT)}")
+        harness.write_section("ensemble", section)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Create .venv-flair/ (repo root): Flair, the peer that pipelines/bench_speed.py compares our tagger against.
+# Create .venv-flair/ (repo root): Flair, the peer that `python -m benchmarks.speed` compares our tagger against.
 #
-#     bash pipelines/flair_env.sh            # create (or update) .venv-flair/
-#     bash pipelines/flair_env.sh --force    # delete it and start over
+#     bash benchmarks/flair_env.sh            # create (or update) .venv-flair/
+#     bash benchmarks/flair_env.sh --force    # delete it and start over
 #
 # Why a separate environment: Flair pulls transformers, gensim, huggingface-hub and friends, none of which the
 # project needs; keeping them out of .venv keeps our own dependency set (and CI) small. The benchmark runs
-# pipelines/flair_peer.py with .venv-flair/bin/python as a child process.
+# benchmarks/flair_peer.py with .venv-flair/bin/python as a child process.
 #
 # Why -c constraints.txt: it pins torch==2.13.0 (the local CPU wheel), the same torch as ours, so the comparison
 # measures the two libraries and not two torch builds; unpinned, pip would fetch a CUDA torch of several GB.

@@ -1,8 +1,8 @@
-"""Flair's `SequenceTagger` timed on the work that `pipelines/bench_speed.py` times our tagger on: the peer side.
+"""Flair's `SequenceTagger` timed on the work that `python -m benchmarks.speed` times our tagger on: the peer side.
 
-    .venv-flair/bin/python pipelines/flair_peer.py --batches batches.json --tag-input news.txt --tag-output out.jsonl
+    .venv-flair/bin/python benchmarks/flair_peer.py --batches batches.json --tag-input news.txt --tag-output out.jsonl
 
-Runs inside `.venv-flair` (made by `pipelines/flair_env.sh`), as a child process of the benchmark, and prints its
+Runs inside `.venv-flair` (made by `benchmarks/flair_env.sh`), as a child process of the benchmark, and prints its
 results as JSON on the last line of stdout. Nothing is downloaded: the corpus is read from the local CoNLL-2003
 folder, GloVe is converted from the local text file into a gensim KeyedVectors file in a temporary folder (the form
 Flair's own GloVe download takes), and the character dictionary is built from the training data, because

@@ -1,13 +1,13 @@
-"""How training and tagging time grow with corpus size and with sentence length (GitHub issue 5, benchmark 4).
+"""How training and tagging time grow with corpus size and with sentence length.
 
-    python pipelines/bench_scaling.py                 # 1 torch thread: ~4 minutes
-    python pipelines/bench_scaling.py --threads 2 --fractions 0.25,0.5,1,2,4
+    python -m benchmarks.scaling                 # 1 torch thread: ~4 minutes
+    python -m benchmarks.scaling --threads 2 --fractions 0.25,0.5,1,2,4
 
-Corpus size: one training epoch (the real `ner.trainer.train_epoch`: bucketed batches, dropout, CRF, clipping,
-SGD step) on 1/4, 1/2, 1 and 2x the CoNLL-2003 training set (2x is the set twice over), from the same initial
-weights each time, and tagging the same text as raw articles (`ner.annotate.Annotator.annotate`: tokenise,
-features, BiLSTM, Viterbi, records). Both should grow linearly: the ratio column divides each time by the
-share of tokens times the 1x time.
+Corpus size: one training epoch (the real `ner.training.trainer.train_epoch`, timed by `harness.time_epoch`:
+bucketed batches, dropout, CRF, clipping, SGD step) on 1/4, 1/2, 1 and 2x the CoNLL-2003 training set (2x is the
+set twice over), from the same initial weights each time, and tagging the same text as raw articles
+(`ner.tagging.annotate.Annotator.annotate`: tokenise, features, BiLSTM, Viterbi, records). Both should grow
+linearly: the ratio column divides each time by the share of tokens times the 1x time.
 
 Sentence length: the training token stream cut into sentences of exactly L tokens (same total tokens for every
 L), trained with the configured batch size (10 sentences) and tagged pre-tokenised (`Annotator.tag_tokens`), as
@@ -24,71 +24,44 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from bench_tag import CONLL_TRAIN, conll_articles
-from docs_section import machine, replace_section
-from hydra import compose, initialize_config_dir
-
-from ner.data import schemes
+from benchmarks import harness
 from ner.data.corpus import tag_strings
 from ner.tagging.annotate import Annotator
-from ner.tracking import store
-from ner.training.pipeline import build
-from ner.training.trainer import TrainerConfig, make_optimizer, train_epoch
-
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- scaling:begin -->", "<!-- scaling:end -->"
 
 
 def parse() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser("scaling", __doc__)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     ap.add_argument("--fractions", default="0.25,0.5,1,2", help="corpus sizes, as multiples of CoNLL-2003 train")
     ap.add_argument("--lengths", default="5,10,20,40,80,160", help="sentence lengths in tokens")
     ap.add_argument("--length-tokens", type=int, default=40_000, help="tokens per sentence-length point")
-    ap.add_argument("--tracking-uri", help="MLflow store (default: the project store, ./mlruns/mlflow.db)")
+    ap.add_argument("--tracking-uri", help="MLflow store (default: the project store, mlruns/mlflow.db)")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of the model, e.g. model.hidden_size=100")
     return ap.parse_args()
 
 
 class Setup:
-    """The default model, its initial weights, the encoded training set and the raw articles."""
+    """The default model and its initial weights (`harness.training_sample`), the training set, the raw articles."""
 
     def __init__(self, overrides: list[str], threads: int):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=[*overrides, f"trainer.threads={threads}"])
-        torch.set_num_threads(threads)
-        self.trainer = TrainerConfig(**{**cfg.trainer, "progress": False})
-        torch.manual_seed(0)
-        data_cfg, corpus, _, self.featurizer, self.model = build(cfg)
-        self.initial = copy.deepcopy(self.model.state_dict())
-        train = corpus["train"]
-        self.scheme = data_cfg.train_scheme
+        self.sample = harness.training_sample(overrides, harness.WARMUP_SENTENCES, threads)
+        train = self.sample.corpus["train"]
         self.tokens, self.iob2 = list(train["tokens"]), tag_strings(train)
-        self.tags = [schemes.convert(t, self.scheme) for t in self.iob2]
-        self.articles, self.article_tokens = conll_articles(CONLL_TRAIN)
+        self.articles, self.article_tokens = harness.conll_articles()
 
-    def epoch_seconds(self, sentences: list[list[str]], tags: list[list[str]]) -> float:
-        """Wall time of one training epoch over `sentences`, from the initial weights."""
-        self.model.load_state_dict(self.initial)
-        enc = self.featurizer.encode(sentences, tags)
-        optimizer = make_optimizer(self.model, self.trainer)
-        start = time.perf_counter()
-        train_epoch(self.model, enc, optimizer, self.trainer, random.Random(0), torch.device("cpu"), 1)
-        return time.perf_counter() - start
+    def epoch_seconds(self, sentences: list[list[str]], iob2: list[list[str]]) -> float:
+        """Wall time of one training epoch (`train_epoch`) over `sentences`, from the initial weights."""
+        return harness.time_epoch(self.sample, self.sample.encode(sentences, iob2), warmup=False).seconds
 
     def annotator(self) -> Annotator:
-        self.model.load_state_dict(self.initial)
-        return Annotator(copy.deepcopy(self.model), batch_size=128)
+        self.sample.model.load_state_dict(self.sample.initial)
+        return Annotator(copy.deepcopy(self.sample.model), batch_size=128)
 
 
 def take(items: list, fraction: float) -> list:
@@ -100,9 +73,9 @@ def take(items: list, fraction: float) -> list:
 def by_corpus_size(setup: Setup, fractions: list[float]) -> list[dict]:
     rows, tagger = [], setup.annotator()
     tagger.annotate(setup.articles[:50])  # warm-up, so the first point pays no first-call costs
-    setup.epoch_seconds(setup.tokens[:300], setup.tags[:300])
+    setup.epoch_seconds(setup.tokens[: harness.WARMUP_SENTENCES], setup.iob2[: harness.WARMUP_SENTENCES])
     for fraction in fractions:
-        sentences, tags = take(setup.tokens, fraction), take(setup.tags, fraction)
+        sentences, tags = take(setup.tokens, fraction), take(setup.iob2, fraction)
         train_s = setup.epoch_seconds(sentences, tags)
         articles = take(setup.articles, fraction)
         tag_tokens = sum(take(setup.article_tokens, fraction))
@@ -130,7 +103,7 @@ def by_sentence_length(setup: Setup, lengths: list[int], total: int) -> list[dic
     for length in lengths:
         n = max(1, min(total, len(stream)) // length)
         sentences = [stream[i * length : (i + 1) * length] for i in range(n)]
-        tags = [schemes.convert(tag_stream[i * length : (i + 1) * length], setup.scheme) for i in range(n)]
+        tags = [tag_stream[i * length : (i + 1) * length] for i in range(n)]
         train_s = setup.epoch_seconds(sentences, tags)
         start = time.perf_counter()
         tagger.tag_tokens(sentences)
@@ -170,7 +143,7 @@ def plot(size_rows: list[dict], length_rows: list[dict], path: Path) -> None:
 def report(size_rows: list[dict], length_rows: list[dict], info: dict, command: str, threads: int) -> str:
     lines = [
         f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores, {threads} torch thread(s)), torch "
-        f"{info['torch']}; load average {', '.join(f'{x:.2f}' for x in os.getloadavg())} at the end.",
+        f"{info['torch']}; load average {harness.load_average()} at the end.",
         "",
         f"    {command}",
         "",
@@ -189,32 +162,24 @@ def report(size_rows: list[dict], length_rows: list[dict], info: dict, command: 
 
 def main() -> None:
     args = parse()
-    os.chdir(ROOT)  # conf/ paths (data, vectors) are relative to the project root
-    if not CONLL_TRAIN.is_file():
-        sys.exit(f"{CONLL_TRAIN} not found: this benchmark needs the CoNLL-2003 training set")
-    info = machine()
-    command = "python pipelines/bench_scaling.py " + " ".join(sys.argv[1:])
+    if not harness.CONLL_TRAIN.is_file():
+        sys.exit(f"{harness.CONLL_TRAIN} not found: this benchmark needs the CoNLL-2003 training set")
+    info = harness.machine()
     setup = Setup(args.overrides, args.threads)
     size_rows = by_corpus_size(setup, [float(f) for f in args.fractions.split(",")])
     length_rows = by_sentence_length(setup, [int(n) for n in args.lengths.split(",")], args.length_tokens)
-    section = report(size_rows, length_rows, info, command.strip(), args.threads)
+    section = "## Scaling\n\n" + report(size_rows, length_rows, info, harness.command("scaling"), args.threads)
     print("\n" + section)
-    import mlflow
-
-    cfg = store.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="scaling", log_model=False)
-    with tempfile.TemporaryDirectory() as tmp, store.run(cfg, "scaling", {"benchmark": "scaling"}) as active:
+    metrics = {f"train_s_x{r['fraction']:g}": r["train_s"] for r in size_rows}
+    metrics.update({f"tag_s_x{r['fraction']:g}": r["tag_s"] for r in size_rows})
+    params = {**info, "threads": args.threads, "overrides": " ".join(args.overrides)}
+    with tempfile.TemporaryDirectory() as tmp:
         png = Path(tmp) / "scaling.png"
         plot(size_rows, length_rows, png)
-        mlflow.log_params({**info, "threads": args.threads, "overrides": " ".join(args.overrides)})
-        mlflow.log_metrics({f"train_s_x{r['fraction']:g}": r["train_s"] for r in size_rows})
-        mlflow.log_metrics({f"tag_s_x{r['fraction']:g}": r["tag_s"] for r in size_rows})
-        mlflow.log_artifact(str(png))
-        mlflow.log_text(section, "scaling.md")
-        print(f"logged to MLflow run {active.info.run_id} (experiment benchmarks)")
+        harness.log_run("scaling", args.tracking_uri, params, metrics, section, [png])
         if not args.no_docs:
-            (DOCS.parent / "scaling.png").write_bytes(png.read_bytes())
-            replace_section(DOCS, BEGIN, END, "## Scaling (issue 5, benchmark 4)\n\n" + section, "# Benchmarks\n")
-            print(f"wrote the scaling section of {DOCS.relative_to(ROOT)} and docs/scaling.png")
+            (harness.DOCS.parent / "scaling.png").write_bytes(png.read_bytes())
+            harness.write_section("scaling", section)
 
 
 if __name__ == "__main__":

@@ -1,103 +1,89 @@
 """Benchmark `engine=spark` (local[1], local[2]) against `engine=local` on the same input, in one run.
 
-    python pipelines/bench_spark.py                       # 2,000,000 tokens, the newest model in ./mlruns
-    python pipelines/bench_spark.py --tokens 500000 --model runs:/<id>/model --no-docs
+    python -m benchmarks.spark                       # 2,000,000 tokens, best:ner or the newest model in mlruns/
+    python -m benchmarks.spark --tokens 500000 --model runs:/<id>/model --no-docs
+    python -m benchmarks.spark --compare <rev> --tokens 200000 --rounds 1    # these runs with the code of <rev> too
 
-The input is CoNLL-2003 training articles, one per line, repeated to `--tokens` tokens (`bench_tag.write_input`).
-Every run is a child process that calls `ner.tag.tag` with the composed `conf/tag` config, as the command would:
-engine=local (its defaults, and workers=0 for one core), engine=spark at local[1] and local[2], and engine=spark
-local[2] on the first line alone, whose time is the fixed start-up cost (JVM, session, Python workers, model load)
-that every Spark run pays. Prints tokens/s, the ratios, the fixed cost and a cluster sizing estimate, and writes
-them into docs/scale-out.md between markers. Not a test: it takes minutes and depends on what else runs.
+The input is CoNLL-2003 training articles, one per line, repeated to `--tokens` tokens (`harness.write_input`).
+Every run is a child process (`harness.run_tag`) that calls `ner.tagging.pipeline.tag` with the composed
+`conf/tag` config, as the command would, and hands back tag()'s summary as JSON: engine=local (its defaults, and
+workers=0 for one core), engine=spark at local[1] and local[2], and engine=spark local[2] on the first line alone,
+whose time is the fixed start-up cost (JVM, session, Python workers, model load) that every Spark run pays. Prints
+tokens/s, the ratios, the fixed cost and a cluster sizing estimate, logs them as run `spark` of MLflow experiment
+`benchmarks` and writes them into docs/scale-out.md between markers.
+
+With `--compare REV`, the local and Spark runs (not the fixed-cost one) are made with REV's code (a temporary git
+worktree) and with this checkout's, in turn, `--rounds` times each; prints both tokens/s and new/old. Not a test:
+it takes minutes and depends on what else runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_tag import _default_model, add_input_args, write_input  # noqa: E402
-from docs_section import replace_section  # noqa: E402
+from benchmarks import harness
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "scale-out.md"
-BEGIN, END = "<!-- bench_spark:begin -->", "<!-- bench_spark:end -->"
-SPARK = ["engine=spark", "+spark.conf.spark.ui.enabled=false"]
-DOCUMENTS, TOKENS_PER_DOC = 50_000_000, 400  # the issue's data lake
+DOCS = harness.ROOT / "docs" / "scale-out.md"
+SECTION = "bench_spark"  # the markers in docs/scale-out.md
+FIXED = "spark local[2], first line only (fixed cost)"
+DOCUMENTS, TOKENS_PER_DOC = 50_000_000, 400  # the data lake the sizing is for
 
 
 def main() -> None:
     args = parse()
-    if args.child:
-        child(json.loads(args.child))
-        return
-    model = args.model or _default_model(args.tracking_uri)
+    model = harness.absolute_model(args.model or harness.default_model(args.tracking_uri))
     load = [os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="bench-spark-") as tmp:
         news, first = Path(tmp) / "news.txt", Path(tmp) / "first.txt"
-        tokens = write_input(news, args.tokens, args.source)
+        tokens = harness.write_input(news, args.tokens, args.source, args.mib * 2**20 if args.mib else None)
         first.write_text(news.read_text(encoding="utf-8").split("\n", 1)[0] + "\n", encoding="utf-8")
         print(f"input: {news.stat().st_size / 2**20:.1f} MiB, {tokens:,} CoNLL tokens; model {model}", flush=True)
-        runs = {
-            "local (defaults)": ["engine=local"],
-            "local, workers=0 (one core)": ["engine=local", "workers=0", "threads=1"],
-            "spark local[1]": [*SPARK, "spark.master='local[1]'"],
-            "spark local[2]": [*SPARK, "spark.master='local[2]'"],
-            "spark local[2], first line only (fixed cost)": [*SPARK, "spark.master='local[2]'", f"input={first}"],
-        }
+        base = {"model": model, "tracking_uri": harness.store_uri(args.tracking_uri), "input": str(news)}
+        plan = {name: {**base, "one_per_line": True, "progress": False, **values} for name, values in runs(first)}
+        if args.compare:
+            del plan[FIXED]
+            harness.compare(args.compare, plan, Path(tmp), args.rounds)
+            return
         results = {}
-        for n, (name, overrides) in enumerate(runs.items()):
-            base = [f"model={model}", f"input={news}", f"output={Path(tmp) / f'out{n}'}", "one_per_line=true"]
-            results[name] = run_child([*base, *overrides, "progress=false"], args.tracking_uri)
+        for n, (name, values) in enumerate(plan.items()):
+            results[name] = harness.run_tag(harness.settings({**values, "output": str(Path(tmp) / f"out{n}")}))
             load.append(os.getloadavg())
             print(f"{name}: {results[name]['tokens']:,} tokens in {results[name]['seconds']:.1f} s", flush=True)
         same = same_lines(Path(tmp) / "out0", [Path(tmp) / "out2", Path(tmp) / "out3"])
     section = report(results, model, tokens, load, same)
     print("\n" + section)
+    metrics = {f"{_key(n)}_tokens_per_s": harness.rate(r) for n, r in results.items()}
+    params = {**harness.machine(), "model": model, "tokens": tokens}
+    harness.log_run("spark", args.tracking_uri, params, metrics, section)
     if not args.no_docs:
-        write_docs(section)
+        harness.write_section(SECTION, section, DOCS, "# Scale out\n")
+
+
+def runs(first: Path) -> list[tuple[str, dict]]:
+    """(name, `ner.tag` settings) of every run, in the order `report` reads them."""
+    spark = {"engine": "spark", "+spark.conf.spark.ui.enabled": False}
+    return [
+        ("local (defaults)", {"engine": "local"}),
+        ("local, workers=0 (one core)", {"engine": "local", "workers": 0, "threads": 1}),
+        ("spark local[1]", {**spark, "spark.master": "local[1]"}),
+        ("spark local[2]", {**spark, "spark.master": "local[2]"}),
+        (FIXED, {**spark, "spark.master": "local[2]", "input": str(first)}),
+    ]
+
+
+def _key(name: str) -> str:
+    return "_".join("".join(c if c.isalnum() else " " for c in name).split())
 
 
 def parse() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_input_args(ap)
+    ap = harness.parser("spark", __doc__)
+    harness.add_tag_args(ap)
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/scale-out.md")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    harness.add_compare_args(ap)
     return ap.parse_args()
-
-
-def run_child(overrides: list[str], tracking_uri: str | None) -> dict:
-    """One run in a fresh process (a fresh JVM for Spark); its summary plus the process wall time."""
-    if tracking_uri:
-        overrides = [*overrides, f"tracking_uri={tracking_uri}"]
-    start = time.perf_counter()
-    cmd = [sys.executable, __file__, "--child", json.dumps(overrides)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
-    if proc.returncode:
-        sys.exit(proc.returncode)
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["process_seconds"] = time.perf_counter() - start
-    return result
-
-
-def child(overrides: list[str]) -> None:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from ner.tagging.pipeline import TagConfig, tag
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf" / "tag"), version_base="1.3"):
-        cfg = TagConfig(**OmegaConf.to_container(compose(config_name="tag", overrides=overrides), resolve=True))
-    summary = tag(cfg)
-    keys = ("documents", "tokens", "entities", "seconds", "stage_seconds", "worker_seconds")
-    print(json.dumps({k: summary[k] for k in keys if k in summary}))
 
 
 def same_lines(local: Path, folders: list[Path]) -> bool:
@@ -113,8 +99,8 @@ def same_lines(local: Path, folders: list[Path]) -> bool:
 def report(results: dict, model: str, tokens: int, load: list[tuple], same: bool) -> str:
     """The markdown section: table, ratios, fixed cost and the sizing estimate."""
     local, one_core, spark1, spark2, fixed = results  # the run names, in the order of `main`
-    tiny = results[fixed]
-    rate = {n: r["tokens"] / r["seconds"] for n, r in results.items()}
+    tiny, info = results[fixed], harness.machine()
+    rate = {n: harness.rate(r) for n, r in results.items()}
     core = {n: _per_core(results[n]) for n in (one_core, spark1, spark2)}
     rows = [
         f"| {n} | {r['documents']:,} | {r['tokens']:,} | {r['seconds']:.1f} | {r['process_seconds']:.1f} "
@@ -129,21 +115,22 @@ def report(results: dict, model: str, tokens: int, load: list[tuple], same: bool
     ]
     return "\n".join(
         [
-            "## Measured: engine=spark against engine=local (`pipelines/bench_spark.py`)",
+            "## Measured: engine=spark against engine=local (`python -m benchmarks.spark`)",
             "",
-            f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}; machine: {os.cpu_count()} cores, shared with other jobs",
-            f"- load average (1, 5, 15 min): {_load(load[0])} at the start, {_load(load[-1])} at the end",
+            f"- date: {info['date']}; machine: {info['cpu']}, {info['cores']} cores, shared with other jobs",
+            f"- load average (1, 5, 15 min): {harness.load_average(load[0])} at the start,"
+            f" {harness.load_average(load[-1])} at the end",
             f"- input: {tokens:,} CoNLL tokens of CoNLL-2003 training articles, one per line; model `{model}`",
-            f"- command: `python pipelines/bench_spark.py --tokens {tokens}`"
-            + (" (fewer than the default 2,000,000: the CPU was shared)" if tokens < 2_000_000 else ""),
+            f"- command: `{harness.command('spark')}`"
+            + (" (fewer than the default 2,000,000 tokens: the CPU was shared)" if tokens < 2_000_000 else ""),
             "",
             "| run | documents | tokens | seconds | process s | tokens/s | tokens per busy core-second |",
             "|---|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
-            '"seconds" is the time inside `ner.tag.tag()`, "process s" the whole command (interpreter, imports).'
-            " Tokens per busy core-second: for Spark, tokens over the summed wall time of the tasks less the workers'"
-            " model loads; for local workers=0, tokens over its time less the model load.",
+            '"seconds" is the time inside `ner.tagging.pipeline.tag()`, "process s" the whole command (interpreter,'
+            " imports). Tokens per busy core-second: for Spark, tokens over the summed wall time of the tasks less"
+            " the workers' model loads; for local workers=0, tokens over its time less the model load.",
             "",
             f"- fixed start-up cost of a Spark run (one document, local[2], after the other runs):"
             f" {tiny['seconds']:.1f} s inside `tag()` ({_stages(tiny)}), {tiny['process_seconds']:.1f} s for the"
@@ -175,15 +162,6 @@ def _per_core(result: dict) -> float:
 
 def _stages(result: dict) -> str:
     return ", ".join(f"{k} {v:.1f} s" for k, v in result["stage_seconds"].items())
-
-
-def _load(values: tuple) -> str:
-    return ", ".join(f"{v:.2f}" for v in values)
-
-
-def write_docs(section: str) -> None:
-    """Replace the measured section of docs/scale-out.md (appended if its markers are missing)."""
-    replace_section(DOCS, BEGIN, END, section, "# Scale out\n")
 
 
 if __name__ == "__main__":

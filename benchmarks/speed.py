@@ -1,27 +1,28 @@
 """Training and tagging speed: our tagger vs Flair's SequenceTagger of the same size, and vs a bare nn.LSTM.
 
-    bash pipelines/flair_env.sh                                   # once: Flair in .venv-flair/
-    .venv/bin/python pipelines/bench_speed.py [--sentences 2000] [--threads 2] [--rounds 2] [--tag-tokens 50000]
-    .venv/bin/python pipelines/bench_speed.py --threads 1     # while other jobs share the cores (see below)
+    bash benchmarks/flair_env.sh                                   # once: Flair in .venv-flair/
+    .venv/bin/python -m benchmarks.speed [--sentences 2000] [--threads 2] [--rounds 2] [--tag-tokens 50000]
+    .venv/bin/python -m benchmarks.speed --threads 1     # while other jobs share the cores (see below)
 
-GitHub issue 5, benchmarks 2 and 3. Everything is measured in one run, in rounds: every round measures every row
-once, back to back (ours, the bare-LSTM ceilings, Flair in a child process of .venv-flair, then tagging), so that
-load from other jobs on the shared cores hits all rows alike; each row keeps its best round (the least disturbed)
-and the 1-minute load average at that moment. Training rows also give tokens per CPU-second of the process,
-which other jobs change far less than the wall clock. With 2 threads, torch's OpenMP threads wait on each other
-whenever another process holds a core (several times slower, at random): on a shared machine use --threads 1.
+Everything is measured in one run, in rounds: every round measures every row once, back to back (ours, the
+bare-LSTM ceilings, Flair in a child process of .venv-flair, then tagging), so that load from other jobs on the
+shared cores hits all rows alike; each row keeps its best round (the least disturbed) and the 1-minute load average
+at that moment. Training rows also give tokens per CPU-second of the process, which other jobs change far less
+than the wall clock. With 2 threads, torch's OpenMP threads wait on each other whenever another process holds a
+core (several times slower, at random): on a shared machine use --threads 1.
 
-Training: tokens/s of optimiser steps over the first `--sentences` CoNLL-2003 training sentences in batches of
-`trainer.batch_size`, on the default model (char CNN) and with `model.char_encoder=lstm` (Flair's character
-encoder is a BiLSTM, so that row is the like-for-like one); Flair gets the very same batches (and, in a second
-row, the shuffled fixed-size batches its own ModelTrainer makes). The ceiling is `pipelines/bench_train.py`'s
-bare `nn.LSTM` of the same input and hidden sizes doing forward + backward + step on the same batches.
+Training: tokens/s of one epoch of the real training step (`ner.training.trainer.train_epoch`) over the first
+`--sentences` CoNLL-2003 training sentences in batches of `trainer.batch_size`, on the default model (char CNN) and
+with `model.char_encoder=lstm` (Flair's character encoder is a BiLSTM, so that row is the like-for-like one); Flair
+gets the very same batches (and, in a second row, the shuffled fixed-size batches its own ModelTrainer makes). The
+ceiling is a bare `nn.LSTM` of the same input and hidden sizes doing forward + backward + step on the same batches
+(`harness.time_ceiling`, as `python -m benchmarks.train` uses it).
 
-Tagging: file -> JSONL end to end on one text (CoNLL-2003 train articles, one per line, as `bench_tag.py` makes
-it): ours through `python -m ner.tag` in a child process, Flair through `predict` after splitting with its
-segtok splitter. Both models are the ones the training rows just trained (an epoch or two on the sample: the
-speed is that of a fully trained model of the same size, the tags are not). Each system counts its own tokens;
-"vs Flair" for tagging is the ratio of wall times on the same text.
+Tagging: file -> JSONL end to end on one text (CoNLL-2003 train articles, one per line, `harness.write_input`):
+ours through `ner.tag`'s work in a child process (`harness.run_tag`, its summary read back as JSON), Flair through
+`predict` after splitting with its segtok splitter. Both models are the ones the training rows just trained (an
+epoch or two on the sample: the speed is that of a fully trained model of the same size, the tags are not). Each
+system counts its own tokens; "vs Flair" for tagging is the ratio of wall times on the same text.
 
 The table is printed, logged to MLflow (experiment `benchmarks`) and written between the `speed` markers of
 docs/benchmarks.md. Not a test: it takes several minutes and its numbers depend on what else runs.
@@ -33,52 +34,21 @@ import argparse
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
-from bench_tag import write_input
-from bench_train import bare_lstm, ours
-from docs_section import machine, replace_section
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from ner.data import schemes
-from ner.data.batching import Encoded, bucketed
-from ner.data.corpus import tag_strings
-from ner.model.tagger import Tagger
-from ner.tracking import store
-from ner.training.pipeline import build
-from ner.training.trainer import TrainerConfig
+from benchmarks import harness
+from ner.data.batching import bucketed
 
-ROOT = Path(__file__).resolve().parents[1]
-FLAIR_PYTHON = ROOT / ".venv-flair" / "bin" / "python"
-FLAIR_PEER = ROOT / "pipelines" / "flair_peer.py"
-CONLL_TRAIN = ROOT.parent / "shared" / "data" / "conll2003" / "train.txt"
-DOCS = ROOT / "docs" / "benchmarks.md"
-TAG_CONF = ROOT / "conf" / "tag" / "tag.yaml"
-BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
-DOCS_HEADER = """# Benchmarks
-
-Numbers in this file are written by the benchmark scripts in `pipelines/`, never typed by hand: each section sits
-between `<!-- NAME:begin -->` and `<!-- NAME:end -->` markers and a rerun of its script replaces it. Every section
-says the machine, the command and the date; the machines are shared, so each also gives the load average.
-
-- `speed` (`pipelines/bench_speed.py`, GitHub issue 5, benchmarks 2 and 3): training and tagging tokens/s of our
-  tagger against Flair's `SequenceTagger` of the same size on the same data, and against a bare `nn.LSTM`.
-- `accuracy` (`pipelines/bench_accuracy.py`, issue 5, benchmark 1): CoNLL-2003 test F1 over seeds, with the
-  ablations, next to the published BiLSTM results.
-- `scaling` (`pipelines/bench_scaling.py`, issue 5, benchmark 4): training-epoch and tagging time against corpus
-  size and sentence length, with `scaling.png`.
-"""
+FLAIR_PYTHON = harness.ROOT / ".venv-flair" / "bin" / "python"
+FLAIR_PEER = Path(__file__).resolve().parent / "flair_peer.py"
 TARGETS = {"train_vs_flair": 2.0, "train_vs_ceiling": 0.5, "tag_vs_flair": 5.0, "tag_tokens_per_s": 100_000}
 CEILING_OF = {  # training row -> the bare nn.LSTM row of its sizes
     "train_ours_cnn": "ceiling_cnn",
@@ -86,22 +56,21 @@ CEILING_OF = {  # training row -> the bare nn.LSTM row of its sizes
     "train_flair": "ceiling_flair",
     "train_flair_shuffled": "ceiling_flair",
 }
-WARMUP_BATCHES = 20
 
 
 @dataclass
 class Ours:
-    """One configuration of our tagger, ready to be timed: model, encoded sample, batches, initial weights."""
+    """One configuration of our tagger, ready to be timed: the model and its encoded sample (`harness.Sample`)."""
 
     name: str
     overrides: list[str]
-    model: Tagger
-    enc: Encoded
-    batches: list[list[int]]
-    trainer: TrainerConfig
-    initial: dict = field(repr=False)
+    sample: harness.Sample
     packed: tuple[float, float] = (0.0, 0.0)  # share of tokens in batches that need packing: sample, full epoch
     folder: Path | None = None  # where the trained model is saved for tagging
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.sample.model
 
 
 @dataclass
@@ -143,7 +112,7 @@ class Row:
 
 
 def parse() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser("speed", __doc__)
     ap.add_argument("--sentences", type=int, default=2000, help="first N CoNLL-2003 training sentences")
     ap.add_argument("--threads", type=int, default=2, help="torch threads, ours and Flair's")
     ap.add_argument("--rounds", type=int, default=2, help="every row is measured this many times; best kept")
@@ -164,53 +133,30 @@ def parse() -> argparse.Namespace:
 
 
 def prepare(name: str, overrides: list[str], sentences: int, threads: int) -> Ours:
-    """Our model from the real composed config (as `bench_train.py` builds it), plus its sample and batches."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*overrides, f"trainer.threads={threads}"])
-    trainer = TrainerConfig(**cfg.trainer)
-    torch.manual_seed(0)
-    data_cfg, corpus, _, featurizer, model = build(cfg)
-    train = corpus["train"].select(range(min(sentences, len(corpus["train"]))))
-    tags = [schemes.convert(t, data_cfg.train_scheme) for t in tag_strings(train)]
-    enc = featurizer.encode(train["tokens"], tags)
-    batches = bucketed([len(f) for f in enc.forms], trainer.batch_size, rng=random.Random(0))
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
-    full = [len(t) for t in corpus["train"]["tokens"]]
-    full_batches = bucketed(full, trainer.batch_size, rng=random.Random(0))
-    packed = (packed_share(batches, [len(f) for f in enc.forms]), packed_share(full_batches, full))
-    return Ours(name, overrides, model, enc, batches, trainer, initial, packed)
+    """Our model from the real composed config and its sample (`harness.training_sample`), with packing shares."""
+    sample = harness.training_sample(overrides, sentences, threads)
+    full = [len(t) for t in sample.corpus["train"]["tokens"]]
+    full_batches = bucketed(full, sample.trainer.batch_size, rng=random.Random(0))
+    packed = (packed_share(sample.batches, sample.lengths), packed_share(full_batches, full))
+    return Ours(name, overrides, sample, packed)
 
 
 def packed_share(batches: list[list[int]], lengths: list[int]) -> float:
-    """Share of tokens in batches whose sentences differ in length: those `Tagger.encode` packs."""
+    """Share of tokens in batches whose sentences differ in length: those that run padded, not packed."""
     packed = sum(lengths[i] for b in batches if len({lengths[i] for i in b}) > 1 for i in b)
     return packed / max(sum(lengths[i] for b in batches for i in b), 1)
 
 
 def time_ours(setup: Ours) -> tuple[float, float]:
-    """(tokens/s, tokens per CPU-second) of `bench_train.ours` from the initial weights, after a short warm-up."""
-    setup.model.load_state_dict(setup.initial)
-    ours(setup.model, setup.enc, setup.batches[:WARMUP_BATCHES], setup.trainer)
-    return with_cpu(lambda: ours(setup.model, setup.enc, setup.batches, setup.trainer), setup.enc, setup.batches)
+    """(tokens/s, tokens per CPU-second) of one `train_epoch` from the initial weights, after a short warm-up."""
+    timing = harness.time_epoch(setup.sample)
+    return timing.per_s, timing.per_cpu_s
 
 
-def time_ceiling(input_size: int, hidden: int, enc: Encoded, batches: list[list[int]]) -> tuple[float, float]:
-    """`bench_train.bare_lstm` for a BiLSTM of `input_size` -> `hidden` (it reads only the sizes of `.rnn`)."""
-    shape = SimpleNamespace(rnn=torch.nn.LSTM(input_size, hidden, batch_first=True, bidirectional=True))
-    bare_lstm(shape, enc, batches[:WARMUP_BATCHES])
-    return with_cpu(lambda: bare_lstm(shape, enc, batches), enc, batches)
-
-
-def with_cpu(measure: Callable[[], float], enc: Encoded, batches: list[list[int]]) -> tuple[float, float]:
-    """(what `measure` returns: tokens/s by the wall clock, tokens per CPU-second of this process while it ran).
-
-    CPU time counts what the work cost, all threads together; when other jobs take the cores it moves much less
-    than the wall clock (with 2 threads it still includes OpenMP's spin-waiting).
-    """
-    tokens = sum(len(enc.forms[i]) for b in batches for i in b)
-    cpu = time.process_time()
-    per_s = measure()
-    return per_s, tokens / (time.process_time() - cpu)
+def time_ceiling(input_size: int, hidden: int, sample: harness.Sample) -> tuple[float, float]:
+    """(tokens/s, tokens per CPU-second) of the bare BiLSTM `input_size` -> 2 x `hidden` on the sample's batches."""
+    timing = harness.time_ceiling(input_size, hidden, sample.lengths, sample.batches)
+    return timing.per_s, timing.per_cpu_s
 
 
 def run_flair(args: argparse.Namespace, plan: Path, text: Path, out: Path) -> dict:
@@ -218,55 +164,28 @@ def run_flair(args: argparse.Namespace, plan: Path, text: Path, out: Path) -> di
     cmd = [str(FLAIR_PYTHON), str(FLAIR_PEER), "--batches", str(plan), "--threads", str(args.threads)]
     cmd += ["--tag-input", str(text), "--tag-output", str(out), "--tag-batch-size", str(args.flair_batch_size)]
     env = {**os.environ, "FLAIR_CACHE_ROOT": str(out.parent / "flair-cache"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=harness.ROOT)
     if proc.returncode:
         raise RuntimeError(f"flair_peer.py exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def tag_defaults() -> dict:
-    """The knobs of `python -m ner.tag` (conf/tag/tag.yaml) as they are today: the tagger is still growing."""
-    return {k: v for k, v in OmegaConf.to_container(OmegaConf.load(TAG_CONF)).items() if k not in ("hydra", "defaults")}
-
-
-def same_work_knobs(threads: int) -> list[str]:
+def same_work_knobs(threads: int) -> dict:
     """`ner.tag` settings for the rows beside Flair: in this process with `threads` torch threads, as Flair runs,
     and in float32, as Flair runs (the default precision=auto may pick bf16)."""
-    defaults = tag_defaults()
-    return [
-        f"threads={threads}",
-        *(["workers=0"] if "workers" in defaults else []),
-        *(["precision=fp32"] if "precision" in defaults else []),
-    ]
+    defaults = harness.tag_defaults()
+    return {
+        "threads": threads,
+        **({"workers": 0} if "workers" in defaults else {}),
+        **({"precision": "fp32"} if "precision" in defaults else {}),
+    }
 
 
-def run_ours_tag(folder: Path, text: Path, out: Path, knobs: list[str]) -> dict:
-    """`python -m ner.tag` on `text` -> JSONL; tokens/s as it reports it (time inside tag()) and the process wall."""
-    cmd = [sys.executable, "-m", "ner.tag", f"model={folder}", f"input={text}", f"output={out}"]
-    cmd += ["one_per_line=true", "progress=false", *knobs]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        raise RuntimeError(f"python -m ner.tag exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    counts = count_jsonl(out)
-    reported = re.search(r"\(([\d,]+) tokens/s(?:, (\w+))?", proc.stdout)
-    inside = counts["tokens"] / int(reported.group(1).replace(",", "")) if reported else wall
-    precision = (reported.group(2) if reported else None) or "fp32"
-    return {**counts, "seconds": inside, "process_seconds": wall, "parsed": bool(reported), "precision": precision}
-
-
-def count_jsonl(path: Path) -> dict:
-    """Documents, sentences, tokens and entities of a JSONL output: the same count for both taggers."""
-    counts = dict.fromkeys(("documents", "sentences", "tokens", "entities"), 0)
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            counts["documents"] += 1
-            counts["sentences"] += len(record["sentences"])
-            counts["tokens"] += sum(len(s["tokens"]) for s in record["sentences"])
-            counts["entities"] += len(record["entities"])
-    return counts
+def run_ours_tag(folder: Path, text: Path, out: Path, knobs: dict) -> dict:
+    """`ner.tag`'s work on `text` -> JSONL in a child process: tag()'s summary (tokens, entities, seconds inside
+    tag(), precision, ...) plus the child's whole wall time, `process_seconds`."""
+    values = {"model": str(folder), "input": str(text), "output": str(out), "one_per_line": True, "progress": False}
+    return harness.run_tag(harness.settings({**values, **knobs}))
 
 
 def trainable_size(model: torch.nn.Module, skip: Callable[[str], bool]) -> int:
@@ -282,18 +201,16 @@ class Bench:
         print("preparing our models and the sample ...", flush=True)
         self.cnn = prepare("default (char CNN)", [], args.sentences, args.threads)
         self.lstm = prepare("char LSTM", ["model.char_encoder=lstm"], args.sentences, args.threads)
-        torch.set_num_threads(args.threads)
-        self.plan = tmp / "batches.json"
-        lengths = [len(f) for f in self.cnn.enc.forms]
-        self.plan.write_text(json.dumps({"lengths": lengths, "batches": self.cnn.batches}))
+        self.plan = tmp / "batches.json"  # Flair trains on the batches train_epoch trains ours on
+        self.plan.write_text(json.dumps({"lengths": self.cnn.sample.lengths, "batches": self.cnn.sample.batches}))
         self.text = tmp / "news.txt"
-        self.text_tokens = write_input(self.text, args.tag_tokens, CONLL_TRAIN)
+        self.text_tokens = harness.write_input(self.text, args.tag_tokens)
         self.big_text = tmp / "news-big.txt"
         self.big_tokens = 0
         if args.throughput_tokens:
-            self.big_tokens = write_input(self.big_text, args.throughput_tokens, CONLL_TRAIN)
+            self.big_tokens = harness.write_input(self.big_text, args.throughput_tokens)
         hidden = self.cnn.model.rnn.hidden_size
-        defaults = tag_defaults()
+        defaults = harness.tag_defaults()
         knobs = ("workers", "threads", "batch_size", "precision")
         big_knobs = ", ".join(f"{k}={defaults[k]}" for k in knobs if k in defaults)
         self.flair_info: dict = {}
@@ -307,8 +224,8 @@ class Bench:
                 ("ceiling_cnn", f"bare nn.LSTM {self.cnn.model.rnn.input_size} -> 2x{hidden}, fwd+bwd+step"),
                 ("ceiling_lstm", f"bare nn.LSTM {self.lstm.model.rnn.input_size} -> 2x{hidden}, fwd+bwd+step"),
                 ("ceiling_flair", "bare nn.LSTM at Flair's input size"),
-                ("tag_ours_cnn", "ours, default (char CNN): python -m ner.tag"),
-                ("tag_ours_lstm", "ours, char LSTM: python -m ner.tag"),
+                ("tag_ours_cnn", "ours, default (char CNN): ner.tag"),
+                ("tag_ours_lstm", "ours, char LSTM: ner.tag"),
                 ("tag_ours_big", f"ours, default, {self.big_tokens:,}-token text, `ner.tag` defaults ({big_knobs})"),
                 ("tag_ours_big_fp32", f"ours, default, {self.big_tokens:,}-token text, defaults but precision=fp32"),
                 ("tag_flair", f"Flair: segtok split + predict(mini_batch_size={args.flair_batch_size}) + JSONL"),
@@ -316,12 +233,12 @@ class Bench:
         }
 
     def round(self, number: int) -> None:
-        print(f"round {number} (load average {', '.join(f'{x:.2f}' for x in os.getloadavg())})", flush=True)
+        print(f"round {number} (load average {harness.load_average()})", flush=True)
         hidden = self.cnn.model.rnn.hidden_size
         for setup, key in ((self.cnn, "cnn"), (self.lstm, "lstm")):
             self.rows[f"train_ours_{key}"].add(*time_ours(setup))
             size = setup.model.rnn.input_size
-            self.rows[f"ceiling_{key}"].add(*time_ceiling(size, hidden, setup.enc, setup.batches))
+            self.rows[f"ceiling_{key}"].add(*time_ceiling(size, hidden, setup.sample))
             if setup.folder is None:
                 setup.folder = self.tmp / f"tagger-{key}"
                 setup.model.save(setup.folder)
@@ -330,11 +247,11 @@ class Bench:
         for setup, key in ((self.cnn, "cnn"), (self.lstm, "lstm")):
             knobs = same_work_knobs(self.args.threads)
             result = run_ours_tag(setup.folder, self.text, self.tmp / f"ours-{key}.jsonl", knobs)
-            self.rows[f"tag_ours_{key}"].add(result["tokens"] / result["seconds"], **result)
+            self.rows[f"tag_ours_{key}"].add(harness.rate(result), **result)
         if self.big_tokens:
-            for key, knobs in (("tag_ours_big", []), ("tag_ours_big_fp32", ["precision=fp32"])):
+            for key, knobs in (("tag_ours_big", {}), ("tag_ours_big_fp32", {"precision": "fp32"})):
                 result = run_ours_tag(self.cnn.folder, self.big_text, self.tmp / "ours-big.jsonl", knobs)
-                self.rows[key].add(result["tokens"] / result["seconds"], **result)
+                self.rows[key].add(harness.rate(result), **result)
 
     def _flair(self, hidden: int) -> None:
         result = run_flair(self.args, self.plan, self.text, self.tmp / "flair.jsonl")
@@ -343,7 +260,7 @@ class Bench:
             self.rows[key].add(result[part]["tokens_per_s"], result[part]["tokens_per_cpu_s"], **result[part])
         size = result["rnn_input_size"]
         self.rows["ceiling_flair"].what = f"bare nn.LSTM {size} -> 2x{hidden}, fwd+bwd+step (Flair's sizes)"
-        self.rows["ceiling_flair"].add(*time_ceiling(size, hidden, self.cnn.enc, self.cnn.batches))
+        self.rows["ceiling_flair"].add(*time_ceiling(size, hidden, self.cnn.sample))
         self.rows["tag_flair"].add(result["tag"]["tokens_per_s"], **result["tag"])
 
 
@@ -365,7 +282,8 @@ def metrics(bench: Bench) -> dict[str, float]:
         out[f"{key}_vs_ceiling_cpu"] = ratio(rows[key].best_cpu, rows[ceiling].best_cpu)
     flair_seconds = rows["tag_flair"].info.get("seconds", 0.0)
     for key in ("tag_ours_cnn", "tag_ours_lstm"):
-        out[f"{key}_vs_flair"] = ratio(flair_seconds, rows[key].info.get("seconds", 0.0))
+        if flair_seconds:
+            out[f"{key}_vs_flair"] = ratio(flair_seconds, rows[key].info.get("seconds", 0.0))
     return {k: v for k, v in out.items() if v == v}  # drop NaN (Flair skipped)
 
 
@@ -413,7 +331,8 @@ def tag_table(bench: Bench, m: dict[str, float]) -> str:
         row, info = rows[key], rows[key].info
         if not row.values:
             continue
-        vs = _x(ratio(flair_seconds, info["seconds"])) if not key.startswith("tag_ours_big") else "n/a"
+        vs = _x(ratio(flair_seconds, info["seconds"]) if flair_seconds else float("nan"))
+        vs = "n/a" if key.startswith("tag_ours_big") else vs
         what = f"{row.what} (ran {info['precision']})" if key == "tag_ours_big" else row.what
         lines.append(
             f"| {what} | {info['tokens']:,} | {info['entities']:,} | {info['seconds']:.2f} | {row.best:,.0f} |"
@@ -423,7 +342,7 @@ def tag_table(bench: Bench, m: dict[str, float]) -> str:
     if wall:
         tokens = rows["tag_ours_cnn"].info["tokens"]
         lines.append(
-            f"| ours, default, the whole `python -m ner.tag` process (interpreter, imports, model load) | {tokens:,} |"
+            f"| ours, default, the whole tagging process (interpreter, imports, config, model load) | {tokens:,} |"
             f" | {wall:.2f} | {tokens / wall:,.0f} | | | |"
         )
     return "\n".join(lines)
@@ -456,43 +375,45 @@ def verdicts(m: dict[str, float]) -> str:
 def report(bench: Bench, info: dict, m: dict[str, float], command: str, load: tuple) -> str:
     """The whole Markdown section: machine, command, tables, targets, and what was compared how."""
     args, fi = bench.args, bench.flair_info
-    cnn = bench.cnn
+    cnn, trainer = bench.cnn, bench.cnn.sample.trainer
     flair = f"Flair {fi['flair']} (same torch: {fi['torch']})" if fi else "Flair not run"
-    sample_tokens = sum(len(f) for f in cnn.enc.forms)
     sample_packed, epoch_packed = cnn.packed
-    return f"""## Training and tagging speed vs Flair (issue 5, benchmarks 2 and 3)
+    knobs = " ".join(f"{k}={v}" for k, v in same_work_knobs(args.threads).items())
+    return f"""## Training and tagging speed vs Flair
 
 - date: {info["date"]}
 - machine: {info["cpu"]}, {info["cores"]} cores (shared), torch {info["torch"]}, Python {info["python"]}; {flair}
 - command: `{command}`
-- load average (1, 5, 15 min): {_load(load[0])} at the start, {_load(load[1])} at the end; the "load" column is the
+- load average (1, 5, 15 min): {harness.load_average(load[0])} at the start, {harness.load_average(load[1])} at \
+the end; the "load" column is the
   1-minute load when that row's best round ran ({args.rounds} rounds, each row measured once per round, best kept)
 - torch threads: {args.threads} for every system
-- training sample: the first {len(cnn.enc):,} CoNLL-2003 training sentences ({sample_tokens:,} tokens)
-- training step: batch {cnn.trainer.batch_size}, SGD (lr {cnn.trainer.lr}, momentum {cnn.trainer.momentum}), \
-gradient clip {cnn.trainer.clip}
+- training sample: the first {len(cnn.sample.enc):,} CoNLL-2003 training sentences ({cnn.sample.tokens:,} tokens)
+- training step: `ner.training.trainer.train_epoch`, batch {trainer.batch_size}, SGD (lr {trainer.lr}, momentum \
+{trainer.momentum}), gradient clip {trainer.clip}
 - every system: BiLSTM {cnn.model.rnn.hidden_size} per direction, CRF, GloVe 6B 50d
 
 {train_table(bench, m)}
 
 \\* trainable parameters without the word-vector table (ours fine-tunes the rows of training words, Flair keeps
 GloVe frozen, its default). "vs ceiling" divides by the bare `nn.LSTM` of the row's own input size
-(`pipelines/bench_train.py`); Flair's char encoder is a BiLSTM (30 + 30) while ours defaults to a CNN (30
+(`python -m benchmarks.train`); Flair's char encoder is a BiLSTM (30 + 30) while ours defaults to a CNN (30
 filters), so the `char_encoder=lstm` row is the like-for-like one; ours also has a 10-d casing feature. Batches
 whose sentences differ in length ({sample_packed:.0%} of the sample's tokens; {epoch_packed:.0%} in a full
-CoNLL-2003 epoch) run padded, one direction at a time (`ner/recurrent.py`), never packed. "tokens/CPU-s": tokens per
-CPU-second of the measuring process (all its threads), which other jobs on the cores move far less than the wall
-clock; its ratios are the steadier ones on a shared machine.
+CoNLL-2003 epoch) run padded, one direction at a time (`ner/model/recurrent.py`), never packed. "tokens/CPU-s":
+tokens per CPU-second of the measuring process (all its threads), which other jobs on the cores move far less than
+the wall clock; its ratios are the steadier ones on a shared machine.
 
 {tag_table(bench, m)}
 
 Tagging input: {bench.text_tokens:,} CoNLL tokens of CoNLL-2003 training articles, detokenised, one per line
-(`bench_tag.write_input`). Each system tokenises the raw text itself (ours: `ner.tokenize`; Flair: segtok), so
+(`harness.write_input`). Each system tokenises the raw text itself (ours: `ner.data.tokenize`; Flair: segtok), so
 token counts differ slightly; "vs Flair" is Flair's wall time over ours on the same file. Ours is timed inside
-`ner.tag.tag()` (reading, model load, tokenising, tagging, writing JSONL), Flair from reading the file to the
-closed JSONL (model in memory, loading not counted). Beside Flair, ours runs in one process with the same torch
-threads (`{" ".join(same_work_knobs(args.threads))}`); the larger text runs with `ner.tag`'s own defaults, as a user
-would run it (its worker processes may use every core). Both models are the ones just trained on the sample (the
+`ner.tagging.pipeline.tag()` (reading, model load, tokenising, tagging, writing JSONL), in a child process, Flair
+from reading the file to the closed JSONL (model in memory, loading not counted). Beside Flair, ours runs in one
+process with the same torch threads:
+`{knobs}`; the larger text runs with `ner.tag`'s own defaults, as a user would run it (its worker processes may
+use every core). Both models are the ones just trained on the sample (the
 speed is that of any model of this size; their tags are not meaningful).
 
 Targets (default model):
@@ -513,54 +434,29 @@ def contention(bench: Bench) -> str:
     if bench.args.threads > 1:
         text += (
             f" With {bench.args.threads} threads torch's OpenMP threads also wait on each other while another"
-            " process holds a core (up to ~10x slower, docs in shared/notes/stack.md); compare with --threads 1."
+            " process holds a core (up to ~10x slower); compare with --threads 1."
         )
     return "\n" + textwrap.fill(text.strip(), width=115) + "\n"
-
-
-def _load(values: tuple) -> str:
-    return ", ".join(f"{x:.2f}" for x in values)
-
-
-def log_mlflow(args: argparse.Namespace, info: dict, fi: dict, m: dict[str, float], section: str) -> str:
-    """One run in experiment `benchmarks` with the machine as params, every number as a metric, the table."""
-    import mlflow
-
-    cfg = store.TrackingConfig(uri=args.tracking_uri, experiment="benchmarks", run_name="speed", log_model=False)
-    tags = {"benchmark": "speed", "git_commit": store.git_commit()}
-    with store.run(cfg, "speed", tags) as active:
-        params = {**info, **{f"flair_{k}": v for k, v in fi.items()}}
-        params.update({k: v for k, v in vars(args).items() if k not in ("tracking_uri",)})
-        mlflow.log_params({k: str(v) for k, v in params.items()})
-        mlflow.log_metrics(m)
-        mlflow.log_text(section, "speed.md")
-        return active.info.run_id
-
-
-def write_docs(section: str, path: Path = DOCS) -> None:
-    """Replace the speed section of docs/benchmarks.md (create the file with its header if missing)."""
-    replace_section(path, BEGIN, END, section, DOCS_HEADER)
 
 
 def main() -> None:
     args = parse()
     if not args.no_flair and not FLAIR_PYTHON.is_file():
-        sys.exit(f"{FLAIR_PYTHON} not found: run `bash pipelines/flair_env.sh` first (or pass --no-flair)")
-    info = machine()
+        sys.exit(f"{FLAIR_PYTHON} not found: run `bash benchmarks/flair_env.sh` first (or pass --no-flair)")
+    info = harness.machine()
     start_load = os.getloadavg()
-    command = "python pipelines/bench_speed.py " + " ".join(sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
         bench = Bench(args, Path(tmp))
         for number in range(1, args.rounds + 1):
             bench.round(number)
     m = metrics(bench)
-    section = report(bench, info, m, command.strip(), (start_load, os.getloadavg()))
+    section = report(bench, info, m, harness.command("speed"), (start_load, os.getloadavg()))
     print("\n" + section)
-    run_id = log_mlflow(args, info, bench.flair_info, m, section)
-    print(f"logged to MLflow run {run_id} (experiment benchmarks)")
+    params = {**info, **{f"flair_{k}": v for k, v in bench.flair_info.items()}}
+    params.update({k: v for k, v in vars(args).items() if k != "tracking_uri"})
+    harness.log_run("speed", args.tracking_uri, params, m, section)
     if not args.no_docs:
-        write_docs(section)
-        print(f"wrote the speed section of {DOCS.relative_to(ROOT)}")
+        harness.write_section("speed", section)
 
 
 if __name__ == "__main__":
