@@ -12,6 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from ner.config import ConfigError, checked, help_text
 from ner.data.conll import DataError
 from ner.evaluation import report
 from ner.tagging import spark
@@ -51,13 +52,15 @@ def print_summary(summary: dict) -> None:
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
+OmegaConf.register_new_resolver("ner_help", help_text, replace=True)  # conf's hydra.help.template
+
 
 @hydra.main(config_path="../conf/tag", config_name="tag", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM keeps the partial output resumable, like Ctrl-C
     try:
-        summary = tag(TagConfig(**OmegaConf.to_container(cfg, resolve=True)))
-    except (TagError, model_uri.ModelError, DataError) as err:
+        summary = tag(checked(TagConfig, OmegaConf.to_container(cfg, resolve=True), ""))
+    except (ConfigError, TagError, model_uri.ModelError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -10,12 +10,15 @@ import signal
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from ner.config import ConfigError, help_text
 from ner.data.conll import DataError
 from ner.tracking.store import TrackingError
 from ner.training.pipeline import STOP, request_stop, train
 from ner.training.trainer import Stop
+
+OmegaConf.register_new_resolver("ner_help", help_text, replace=True)  # conf's hydra.help.template
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -25,7 +28,7 @@ def main(cfg: DictConfig) -> float:
     signal.signal(signal.SIGINT, request_stop)
     try:
         return train(cfg)["best_dev_f1"]  # the value Hydra sweepers optimise
-    except (DataError, TrackingError, FloatingPointError) as err:
+    except (ConfigError, DataError, TrackingError, FloatingPointError) as err:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 

@@ -1,7 +1,7 @@
-"""The package is layered by stage, and the arrows run one way: data at the bottom, then the model (with the
-inference engine), then evaluation and tracking, then training and tagging, and the two apps on top. A module may
-import from its own stage or from a lower one, never from a higher one or a sibling stage, so no package imports
-one that imports it back."""
+"""The package is layered by stage, and the arrows run one way: the typed-config boundary (ner/config.py), then
+data, then the model (with the inference engine), then evaluation and tracking, then training and tagging, and the
+two apps on top. A module may import from its own stage or from a lower one, never from a higher one or a sibling
+stage, so no package imports one that imports it back."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ner"
-RANKS = {"data": 0, "model": 1, "evaluation": 2, "tracking": 2, "training": 3, "tagging": 3, "train": 4, "tag": 4}
+RANKS = {"config": -1, "data": 0, "model": 1, "evaluation": 2, "tracking": 2, "training": 3, "tagging": 3}
+RANKS |= {"train": 4, "tag": 4}  # the apps
 
 
 def _stage(module: str) -> str:

@@ -105,16 +105,20 @@ def test_both_apps_follow_mlflow_tracking_uri_when_no_store_is_given(tmp_path, m
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    result = train(compose_train(tmp_path, "tracking.uri=null", "trainer.max_epochs=1", "tracking.experiment=env"))
-    assert mlflow.MlflowClient(store).get_run(result["run_id"]).info.status == "FINISHED"
-    assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # (./mlruns/checkpoints is where checkpoints go)
-    (tmp_path / "in.txt").write_text("Peter visited Paris .\n", encoding="utf-8")
-    for model in (f"runs:/{result['run_id']}/model", "best:env"):
-        summary = run_tag(model=model, input=tmp_path / "in.txt", output=tmp_path / "out.jsonl")
-        assert summary["documents"] == 1
-    assert not (tmp_path / "mlruns" / "mlflow.db").exists() and not (tmp_path / "mlflow.db").exists()
-    with pytest.raises(model_uri.ModelError, match="no experiment 'env' in sqlite:///"):  # the option wins
-        model_uri.load("best:env", f"sqlite:///{tmp_path / 'other.db'}")
+    before = mlflow.get_tracking_uri()
+    try:
+        result = train(compose_train(tmp_path, "tracking.uri=null", "trainer.max_epochs=1", "tracking.experiment=env"))
+        assert mlflow.MlflowClient(store).get_run(result["run_id"]).info.status == "FINISHED"
+        assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # (./mlruns/checkpoints is where checkpoints go)
+        (tmp_path / "in.txt").write_text("Peter visited Paris .\n", encoding="utf-8")
+        for model in (f"runs:/{result['run_id']}/model", "best:env"):
+            summary = run_tag(model=model, input=tmp_path / "in.txt", output=tmp_path / "out.jsonl")
+            assert summary["documents"] == 1
+        assert not (tmp_path / "mlruns" / "mlflow.db").exists() and not (tmp_path / "mlflow.db").exists()
+        with pytest.raises(model_uri.ModelError, match="no experiment 'env' in sqlite:///"):  # the option wins
+            model_uri.load("best:env", f"sqlite:///{tmp_path / 'other.db'}")
+    finally:
+        mlflow.set_tracking_uri(before)  # train() pointed MLflow at the store; the other tests expect theirs
 
 
 @pytest.mark.parametrize(

@@ -113,10 +113,11 @@ def test_a_sweep_is_one_parent_run_with_a_child_per_job_and_a_summary(tmp_path, 
 
 @pytest.mark.slow
 def test_failed_jobs_become_failed_children_and_the_sweep_goes_on(tmp_path):
-    # lr=nan fails inside the run (FloatingPointError); cell=bogus fails before any run starts (config error)
+    # lr=1e30 (unclipped) diverges inside the run (FloatingPointError); cell=bogus fails before any run starts
     proc = _sweep(
-        tmp_path, "trainer.max_epochs=1", "tracking.log_model=false", "trainer.lr=0.05,nan", "model.cell=lstm,bogus"
-    )
+        tmp_path, "trainer.max_epochs=1", "tracking.log_model=false", "trainer.clip=0", "trainer.lr=0.05,1e30",
+        "model.cell=lstm,bogus",
+    )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-3000:]  # like make -k: every job ran, but the sweep reports failure
     assert "3 of 4 jobs FAILED" in proc.stderr
     client, runs = _runs(tmp_path)
@@ -127,11 +128,11 @@ def test_failed_jobs_become_failed_children_and_the_sweep_goes_on(tmp_path):
     assert by_job["0"].info.status == "FINISHED"
     assert [by_job[k].info.status for k in "123"] == ["FAILED"] * 3
     assert by_job["2"].data.tags["error"].startswith("FloatingPointError")
-    assert by_job["1"].data.tags["error"].startswith("ValueError: model.cell='bogus'")
+    assert by_job["1"].data.tags["error"].startswith("ConfigError: model.cell='bogus'")
     assert by_job["1"].info.run_name == "job1-failed"
     rows = {r["setting"]: r for r in _artifact_csv(client, parent.info.run_id, "sweep_summary.csv")}
     assert rows["trainer.lr=0.05 model.cell=lstm"]["finished"] == "1"
-    assert rows["trainer.lr=nan model.cell=lstm"]["failed"] == "1"
+    assert rows["trainer.lr=1e30 model.cell=lstm"]["failed"] == "1"
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import datasets
 
+from ner import config
 from ner.data import schemes
 from ner.data.conll import DataError, read_conll
 
@@ -41,6 +42,13 @@ class DataConfig:
     max_train_samples: int = 0  # keep only the first N training sentences (0 = all); for smoke runs
     max_eval_samples: int = 0  # same for validation and test
     cache_dir: str | None = None  # where parsed corpora are cached (default: the datasets cache)
+
+    def __post_init__(self) -> None:
+        config.choice("data.scheme", self.scheme, ("auto", *schemes.SCHEMES))
+        config.choice("data.train_scheme", self.train_scheme, ("iob2", "bioes"))
+        config.choice("data.on_invalid", self.on_invalid, ("repair", "error"))
+        config.at_least("data.max_train_samples", self.max_train_samples, 0)
+        config.at_least("data.max_eval_samples", self.max_eval_samples, 0)
 
 
 def load_corpus(cfg: DataConfig) -> tuple[datasets.DatasetDict, dict]:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from ner import config
 from ner.data.batching import Batch, Featurizer, FormTable
 from ner.data.vocab import CASINGS
 from ner.model.crf import CRF, allowed_transitions
@@ -43,21 +44,16 @@ class ModelConfig:
     context_tokens: int = 0  # read consecutive sentences of a document as one sequence of up to N tokens (0 = off)
 
     def __post_init__(self) -> None:
-        checks = {
-            "cell": (self.cell, CELLS),
-            "head": (self.head, ("crf", "softmax")),
-            "char_encoder": (self.char_encoder, ("cnn", "lstm", "none")),
-        }
-        for key, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise ValueError(f"model.{key}={value!r} is not one of {', '.join(allowed)}")
-        if self.num_layers < 1 or self.hidden_size < 1:
-            raise ValueError("model.num_layers and model.hidden_size must be >= 1")
-        if self.context_tokens < 0:
-            raise ValueError(f"model.context_tokens={self.context_tokens} must be >= 0")
+        config.choice("model.cell", self.cell, CELLS)
+        config.choice("model.head", self.head, ("crf", "softmax"))
+        config.choice("model.char_encoder", self.char_encoder, ("cnn", "lstm", "none"))
+        for key in ("num_layers", "hidden_size", "word_dim", "char_dim", "char_hidden", "char_kernel"):
+            config.at_least(f"model.{key}", getattr(self, key), 1)
+        config.at_least("model.case_dim", self.case_dim, 0)
+        config.at_least("model.context_tokens", self.context_tokens, 0)
         for key in ("dropout", "word_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
-                raise ValueError(f"model.{key}={getattr(self, key)} must be in [0, 1)")
+                raise config.ConfigError(f"model.{key}={getattr(self, key)} must be in [0, 1)")
 
 
 class CharCNN(nn.Module):

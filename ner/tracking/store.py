@@ -19,6 +19,8 @@ from pathlib import Path
 
 import mlflow
 
+from ner.config import ConfigError
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the `ner` package (ner.__file__ is None in some editable installs)
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "mlflow"]
 
@@ -34,7 +36,7 @@ class TrackingConfig:
 
     def __post_init__(self) -> None:  # Hydra reads `tracking.experiment=2024` as an int and `=nan` as a float
         if self.experiment is None or self.experiment == "":
-            raise ValueError("tracking.experiment needs a name (quote names Hydra would read otherwise: '\"2024.10\"')")
+            raise ConfigError("tracking.experiment needs a name (quote names Hydra reads otherwise: '\"2024.10\"')")
         self.experiment = str(self.experiment)
         self.run_name = None if self.run_name is None else str(self.run_name)
         self.register_as = None if self.register_as is None else str(self.register_as)

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from dataclasses import fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ner.config import ConfigError, checked
 from ner.data import schemes
 from ner.data.batching import Featurizer
 from ner.data.corpus import DataConfig, Sentences, load_corpus
@@ -42,25 +43,41 @@ def run_name(model: ModelConfig, seed: int) -> str:
     return f"{'bi' if model.bidirectional else ''}{model.cell}-{model.head}-s{seed}"
 
 
-def from_config(cls, node, name: str, skip: tuple[str, ...] = ()):
-    """`cls(**node)` for the config group `name` (data, model, ...), minus the sub-groups in `skip`.
+@dataclass
+class RunConfig:
+    """Every group of the composed training config as its typed dataclass, checked before anything runs."""
 
-    A key the dataclass does not have (a typo in a preset, or a `+key=` override) is a one-line TypeError
-    naming it, e.g. `unknown config key model.embeddings.frezee (known: path, freeze)`.
-    """
-    known = [f.name for f in fields(cls) if f.init]
-    unknown = [k for k in node if k not in known and k not in skip]
-    if unknown:
-        keys = ", ".join(f"{name}.{k}" for k in unknown)
-        raise TypeError(f"unknown config key {keys} (known: {', '.join(known)})")
-    return cls(**{k: v for k, v in node.items() if k not in skip})
+    data: DataConfig
+    model: ModelConfig
+    embeddings: EmbeddingsConfig
+    trainer: TrainerConfig
+    tracking: store.TrackingConfig
+    seed: int
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> RunConfig:
+        """A `ConfigError` naming the key for any unknown key, mistyped value or value out of range."""
+        known = {"data", "model", "trainer", "tracking", "seed", "experiment", "hparams_search"}
+        unknown = [k for k in cfg if k not in known]
+        if unknown:
+            raise ConfigError(f"unknown config key {', '.join(unknown)} (known: data, model, trainer, tracking, seed)")
+        seed = cfg.seed
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"seed={seed!r} is not a whole number")
+        return cls(
+            data=checked(DataConfig, cfg.data, "data"),
+            model=checked(ModelConfig, cfg.model, "model", skip=("embeddings",)),
+            embeddings=checked(EmbeddingsConfig, cfg.model.embeddings, "model.embeddings"),
+            trainer=checked(TrainerConfig, cfg.trainer, "trainer"),
+            tracking=checked(store.TrackingConfig, cfg.tracking, "tracking"),
+            seed=seed,
+        )
 
 
-def build(cfg: DictConfig):
+def build(cfg: DictConfig | RunConfig):
     """Corpus, vectors, vocabularies and a fresh model from the composed config."""
-    data_cfg = from_config(DataConfig, cfg.data, "data")
-    model_cfg = from_config(ModelConfig, cfg.model, "model", skip=("embeddings",))
-    emb_cfg = from_config(EmbeddingsConfig, cfg.model.embeddings, "model.embeddings")
+    run = cfg if isinstance(cfg, RunConfig) else RunConfig.of(cfg)
+    data_cfg, model_cfg, emb_cfg = run.data, run.model, run.embeddings
     corpus, data_report = load_corpus(data_cfg)
     if model_cfg.context_tokens and len(set(corpus["train"]["document"])) == len(corpus["train"]):
         print(
@@ -79,7 +96,7 @@ def build(cfg: DictConfig):
     )
     chars = Vocab.build(c for sent in train_tokens for w in sent for c in w)
     featurizer = Featurizer(words, chars, Vocab(labels), trainable)
-    matrix, emb_stats = init_embeddings(words, vectors, vectors.dim if vectors else model_cfg.word_dim, cfg.seed)
+    matrix, emb_stats = init_embeddings(words, vectors, vectors.dim if vectors else model_cfg.word_dim, run.seed)
     data_report["vectors"] = {**emb_stats, **{s: coverage(corpus[s]["tokens"], vectors) for s in corpus}}
     model = Tagger(model_cfg, featurizer, data_cfg.train_scheme, matrix)
     return data_cfg, corpus, data_report, featurizer, model
@@ -87,17 +104,17 @@ def build(cfg: DictConfig):
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """One run: returns the final metrics (dev and test), also logged to MLflow."""
-    seed_everything(cfg.seed)
-    trainer_cfg = from_config(TrainerConfig, cfg.trainer, "trainer")
-    tracking_cfg = from_config(store.TrackingConfig, cfg.tracking, "tracking")
+    run = RunConfig.of(cfg)  # every value checked before any data is read or a run is created
+    seed_everything(run.seed)
+    trainer_cfg, tracking_cfg = run.trainer, run.tracking
     torch.set_num_threads(trainer_cfg.threads)
-    data_cfg, corpus, data_report, featurizer, model = build(cfg)
+    data_cfg, corpus, data_report, featurizer, model = build(run)
     print(_data_summary(data_report), flush=True)
     splits = {s: Sentences.of(corpus[s]) for s in corpus}
     train_gold = [schemes.convert(t, data_cfg.train_scheme) for t in splits["train"].gold]
     train_enc = featurizer.encode(splits["train"].tokens, train_gold, splits["train"].documents)
     train_enc = train_enc.in_context(model.cfg.context_tokens)[0] if model.cfg.context_tokens else train_enc
-    name = tracking_cfg.run_name or run_name(model.cfg, cfg.seed)
+    name = tracking_cfg.run_name or run_name(model.cfg, run.seed)
     tags = {
         "cell": model.cfg.cell,
         "head": model.cfg.head,
@@ -130,7 +147,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             train_enc,
             splits[dev_split],
             trainer_cfg,
-            cfg.seed,
+            run.seed,
             on_epoch=on_epoch,
             checkpoint_path=ckpt,
             should_stop=STOP.is_set,

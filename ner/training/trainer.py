@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ner import config
 from ner.data.batching import Encoded, bucketed
 from ner.data.corpus import Sentences
 from ner.evaluation import metrics
@@ -50,10 +51,18 @@ class TrainerConfig:
     keep_checkpoint: bool = False  # keep the checkpoint after a run finishes (it is always kept on failure)
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"trainer.optimizer={self.optimizer!r} is not one of sgd, adam")
-        if not 0.0 <= self.ema_decay < 1.0 or not 0.0 < self.anneal_factor <= 1.0 or self.anneal_patience < 0:
-            raise ValueError("trainer.ema_decay must be in [0, 1), anneal_factor in (0, 1], anneal_patience >= 0")
+        config.choice("trainer.optimizer", self.optimizer, ("sgd", "adam"))
+        for key, low in (("max_epochs", 1), ("batch_size", 1), ("eval_batch_size", 1)):
+            config.at_least(f"trainer.{key}", getattr(self, key), low)
+        for key in ("patience", "max_minutes", "lr_decay", "anneal_patience", "weight_decay", "clip", "threads"):
+            config.at_least(f"trainer.{key}", getattr(self, key), 0)
+        if not self.lr > 0:
+            raise config.ConfigError(f"trainer.lr={self.lr} must be > 0")
+        if not 0.0 <= self.momentum < 1.0 or not 0.0 <= self.ema_decay < 1.0:
+            raise config.ConfigError("trainer.momentum and trainer.ema_decay must be in [0, 1)")
+        if not 0.0 < self.anneal_factor <= 1.0:
+            raise config.ConfigError(f"trainer.anneal_factor={self.anneal_factor} must be in (0, 1]")
+        config.device("trainer.device", self.device)
 
 
 @dataclass
