@@ -130,6 +130,16 @@ def _help_text(app: str) -> str:
 
 
 
+def quiet_mlflow() -> None:
+    """What the apps print is what a user needs: MLflow's INFO lines ("Creating initial MLflow database tables")
+    and its "Downloading artifacts" bars are left out (a user's own setting of the variable is kept)."""
+    import logging
+    import os
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def _yaml(path: Path) -> dict:
     from omegaconf import OmegaConf
 

@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ner.config import ConfigError, checked, help_text
+from ner.config import ConfigError, checked, help_text, quiet_mlflow
 from ner.data.conll import DataError
 from ner.evaluation import report
 from ner.tagging import spark
@@ -28,12 +28,13 @@ def print_summary(summary: dict) -> None:
         else ""
     )
     resumed = f" (+{summary['documents_resumed']:,} resumed)" if summary["documents_resumed"] else ""
+    load = summary["stage_seconds"].get("load", 0.0)
+    rate = summary["tokens"] / max(summary["seconds"] - load, 1e-9)  # the tagging rate: a short file is all load
+    precision = f", {summary['precision']}" if "precision" in summary else ""
     print(
         f"tagged {summary['documents']:,} documents{resumed}, {summary['tokens']:,} tokens, "
-        f"{summary['entities']:,} entities from {summary['files']:,} file(s) in {summary['seconds']:.1f} s "
-        f"({summary['tokens_per_s']:,.0f} tokens/s{', ' + summary['precision'] if 'precision' in summary else ''}; "
-        f"model load {summary['stage_seconds'].get('load', 0):.1f} s) "
-        f"-> {summary['output']}{done}"
+        f"{summary['entities']:,} entities from {summary['files']:,} file(s) in {summary['seconds']:.1f} s: "
+        f"model load {load:.1f} s, then {rate:,.0f} tokens/s{precision} -> {summary['output']}{done}"
     )
     if summary["binary_files_skipped"]:
         print(f"skipped {summary['binary_files_skipped']} binary file(s)")
@@ -57,6 +58,7 @@ OmegaConf.register_new_resolver("ner_help", help_text, replace=True)  # conf's h
 
 @hydra.main(config_path="../conf/tag", config_name="tag", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    quiet_mlflow()
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM keeps the partial output resumable, like Ctrl-C
     try:
         summary = tag(checked(TagConfig, OmegaConf.to_container(cfg, resolve=True), ""))

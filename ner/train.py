@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ner.config import ConfigError, help_text
+from ner.config import ConfigError, help_text, quiet_mlflow
 from ner.data.conll import DataError
 from ner.tracking.store import TrackingError
 from ner.training.pipeline import STOP, request_stop, train
@@ -23,6 +23,7 @@ OmegaConf.register_new_resolver("ner_help", help_text, replace=True)  # conf's h
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    quiet_mlflow()
     STOP.clear()
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ner.config import ConfigError
-from tests.conftest import ROOT, compose_train
+from tests.conftest import ROOT, TINY, compose_train
 
 
 def test_contract_overrides_reach_the_config(tmp_path):
@@ -227,3 +227,15 @@ def test_help_shows_every_knob_with_its_comment_and_only_the_app_s_own_config():
     assert tag.returncode == 0, tag.stderr
     assert "one_per_line: false  # text input: one document per line" in tag.stdout
     assert "trainer" not in tag.stdout
+
+
+def test_a_redirected_run_prints_a_line_per_epoch_and_leaves_no_outputs_folder(tmp_path):
+    """Not a terminal (CI, nohup, `> train.log`): no bar redraws, no MLflow INFO lines, bars or warnings."""
+    cmd = [sys.executable, "-m", "ner.train", "experiment=smoke", f"data.path={TINY}", "trainer.progress=true",
+           f"data.cache_dir={tmp_path / 'cache'}", "data.max_train_samples=0", "data.max_eval_samples=0"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "\r" not in out and "INFO" not in out and "Downloading" not in out and "Warning" not in out, out
+    assert [line[:9] for line in out.splitlines() if line.startswith("epoch")] == ["epoch   1", "epoch   2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "mlruns"]  # no outputs/DATE/TIME, no train.log

@@ -182,11 +182,9 @@ def _log_setup(cfg: DictConfig, corpus, data_report: dict) -> None:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        hydra_cfg = HydraConfig.get()
-        mlflow.set_tag("overrides", " ".join(hydra_cfg.overrides.task))
-        hydra_dir = Path(hydra_cfg.runtime.output_dir) / ".hydra"
-        if hydra_dir.is_dir():
-            mlflow.log_artifacts(str(hydra_dir), "hydra")
+        overrides = list(HydraConfig.get().overrides.task)
+        mlflow.set_tag("overrides", " ".join(overrides))
+        store.log_texts({"hydra/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(overrides))})  # as Hydra writes it
     except ValueError:  # composed without @hydra.main (tests, notebooks)
         pass
     for split, stats in data_report["splits"].items():

@@ -10,6 +10,7 @@ import contextlib
 import copy
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -283,7 +284,9 @@ def train_epoch(
     batches = bucketed([len(f) for f in train.forms], cfg.batch_size, rng=rng)
     total_loss, tokens, sentences = 0.0, 0, 0
     t0 = time.perf_counter()
-    bar = tqdm(batches, desc=f"epoch {epoch}", disable=not cfg.progress, leave=False, unit="batch")
+    # a bar only on a terminal: redirected (CI, nohup, > train.log) it would be kilobytes of redraws per epoch,
+    # and the one line per epoch that fit prints says what the bar would
+    bar = tqdm(batches, desc=f"epoch {epoch}", disable=not (cfg.progress and sys.stderr.isatty()), leave=False)
     for step, index in enumerate(bar, start=1):
         batch = train.batch(index).to(device)
         loss = model.loss(batch)
