@@ -44,7 +44,7 @@ class TrainerConfig:
     clip: float = 5.0  # gradient norm clipping; 0 = off
     batch_size: int = 10  # sequences per training batch: sentences, or runs of them (model.context_tokens)
     eval_batch_size: int = 512  # sentences per inference batch
-    threads: int = 2  # torch CPU threads (use 1 when other processes share the cores)
+    threads: int = 1  # torch CPU threads: 2 collapse several-fold beside any other busy process (benchmarks.threads)
     device: str = "cpu"  # cpu | cuda | cuda:N
     progress: bool = True  # show a progress bar per epoch
     resume: str | None = None  # continue an interrupted run: its MLflow run id, or "last"
