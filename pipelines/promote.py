@@ -28,7 +28,11 @@ def registered_version(client: mlflow.MlflowClient, name: str, run_id: str) -> M
     existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if existing:
         return max(existing, key=lambda v: int(v.version))
-    return mlflow.register_model(f"runs:/{run_id}/model", name)
+    # the logged model itself: `runs:/<id>/model` makes MLflow 3 warn that the run has no artifact path `model`
+    experiment = client.get_run(run_id).info.experiment_id
+    found = mlflow.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    model = found[0]
+    return mlflow.register_model(f"models:/{model.model_id}", name)
 
 
 def promote(
