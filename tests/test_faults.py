@@ -1,6 +1,7 @@
 """Faults a real user meets: a killed run resumed, Ctrl-C / SIGTERM, a dead tracking server, two runs at once."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,20 +67,21 @@ def final_run(tmp: Path, experiment: str):
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
-    done = subprocess.run(train_cmd(tmp_path, "straight"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    keep = "trainer.keep_checkpoint=true"  # the finished runs' checkpoints hold their last and best weights
+    straight = train_cmd(tmp_path, "straight", keep, f"trainer.checkpoint_dir={tmp_path / 'ckpt-straight'}")
+    done = subprocess.run(straight, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     _, reference = final_run(tmp_path, "straight")
 
-    proc = start(train_cmd(tmp_path, "killed"))
+    proc = start(train_cmd(tmp_path, "killed", keep))
     wait_for_epoch(tmp_path / "ckpt", 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     _, killed = final_run(tmp_path, "killed")
     assert killed.info.status == "RUNNING"  # SIGKILL leaves no chance to say otherwise
 
-    resumed = subprocess.run(
-        train_cmd(tmp_path, "killed", "trainer.resume=last"), cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    again = train_cmd(tmp_path, "killed", keep, "trainer.resume=last")
+    resumed = subprocess.run(again, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     client, run = final_run(tmp_path, "killed")
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
@@ -87,6 +89,73 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
         assert run.data.metrics[key] == reference.data.metrics[key], key
     steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "dev_f1")})
     assert steps == list(range(1, 7))
+    ours = checkpoint.load(tmp_path / "ckpt" / run.info.run_id / "last.pt")
+    theirs = checkpoint.load(tmp_path / "ckpt-straight" / reference.info.run_id / "last.pt")
+    assert ours["epoch"] == theirs["epoch"] == 6
+    assert_same_weights(ours["model"], theirs["model"])  # the last epoch's
+    assert_same_weights(ours["best_state"], theirs["best_state"])  # the saved model's
+
+
+def assert_same_weights(ours: dict, theirs: dict) -> None:
+    assert ours.keys() == theirs.keys()
+    differ = [k for k in ours if not torch.equal(ours[k], theirs[k])]
+    assert not differ, f"weights differ: {differ}"
+
+
+def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """In-process: a Stop halfway through epoch 3 (what a first Ctrl-C raises), then trainer.resume=<run_id>. The
+    model it returns, and the last epoch's weights, are bit-equal to an uninterrupted run's."""
+    from ner.training import pipeline
+    from ner.training.trainer import Stop
+
+    models, batches, stop_at = [], [], [0]
+    real_fit = pipeline.fit
+
+    def fit_stopping_at_a_batch(model, *args, should_stop, **kwargs):
+        models.append(model)
+        batches.append(0)
+
+        def stop() -> bool:
+            batches[-1] += 1
+            return batches[-1] == stop_at[0]
+
+        return real_fit(model, *args, should_stop=stop, **kwargs)
+
+    monkeypatch.setattr(pipeline, "fit", fit_stopping_at_a_batch)
+
+    def train(experiment: str, *overrides: str) -> dict:
+        return pipeline.train(
+            compose_train(
+                tmp_path,
+                f"tracking.experiment={experiment}",
+                f"trainer.checkpoint_dir={tmp_path / 'ckpt'}",
+                "trainer.keep_checkpoint=true",
+                "trainer.batch_size=4",
+                "trainer.max_epochs=4",
+                "trainer.patience=0",
+                "tracking.log_model=false",
+                *overrides,
+            )
+        )
+
+    reference = train("straight")
+    per_epoch = batches[0] // 4
+    stop_at[0] = 2 * per_epoch + per_epoch // 2
+    with pytest.raises(Stop, match="stopped during epoch 3"):
+        train("stopped")
+    client, stopped = final_run(tmp_path, "stopped")
+    assert stopped.info.status == "KILLED"
+    assert checkpoint.load(tmp_path / "ckpt" / stopped.info.run_id / "last.pt")["epoch"] == 2
+
+    stop_at[0] = 0
+    resumed = train("stopped", f"trainer.resume={stopped.info.run_id}")
+    assert resumed["run_id"] == stopped.info.run_id and client.get_run(resumed["run_id"]).info.status == "FINISHED"
+    assert batches[2] == 2 * per_epoch  # epochs 3 and 4 again, from the start of epoch 3
+    assert_same_weights(models[2].state_dict(), models[0].state_dict())
+    last = [checkpoint.load(tmp_path / "ckpt" / r["run_id"] / "last.pt") for r in (resumed, reference)]
+    assert_same_weights(last[0]["model"], last[1]["model"])
+    for key in ("best_dev_f1", "test_f1", "best_epoch"):
+        assert resumed[key] == reference[key], key
 
 
 def test_sigterm_stops_at_the_next_batch_keeps_a_checkpoint_and_marks_the_run_killed(tmp_path):
@@ -99,6 +168,78 @@ def test_sigterm_stops_at_the_next_batch_keeps_a_checkpoint_and_marks_the_run_ki
     _, run = final_run(tmp_path, "term")
     assert run.info.status == "KILLED"
     assert checkpoint.load(path)["epoch"] >= 1
+
+
+def read_until(stream, text: str) -> str:
+    """Lines of a child's output up to the first one holding `text` (fails if the child ends first)."""
+    seen = []
+    for line in stream:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"{text!r} never came:\n" + "".join(seen)[-3000:])
+
+
+STOP_MESSAGE = re.compile(
+    r"stopped during epoch (\d+); resume with trainer\.resume=<run_id> "
+    r"\(the run is marked KILLED; its checkpoint is kept\)"
+)
+
+
+def test_ctrl_c_stops_after_the_batch_with_one_line_exit_130_and_the_run_killed(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = train_cmd(tmp_path, "ctrl-c", "trainer.max_epochs=200")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        read_until(proc.stdout, "epoch   1 ")  # training has started, its first checkpoint is next
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    notice = lines.index("signal 2: stopping after this batch (send again to stop at once)")
+    (message,) = lines[notice + 1 :]
+    stopped_in = int(STOP_MESSAGE.fullmatch(message).group(1))
+    _, run = final_run(tmp_path, "ctrl-c")
+    assert run.info.status == "KILLED"
+    state = checkpoint.load(tmp_path / "ckpt" / run.info.run_id / "last.pt")
+    assert state["epoch"] == stopped_in - 1  # the last whole epoch: resuming replays the one Ctrl-C cut short
+
+
+# `python -m ner.train` whose third batch takes a minute: long enough to tell "after this batch" from "at once"
+SLOW_BATCH = """
+import runpy, time
+from ner.model.tagger import Tagger
+real, calls = Tagger.loss, []
+def loss(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+        print("slow batch", flush=True)
+        time.sleep(60)
+    return real(self, *args, **kwargs)
+Tagger.loss = loss
+runpy.run_module("ner.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    proc = start([sys.executable, "-c", SLOW_BATCH, *train_cmd(tmp_path, "twice")[3:]])
+    try:
+        read_until(proc.stdout, "slow batch")
+        proc.send_signal(signal.SIGINT)
+        read_until(proc.stdout, "stopping after this batch")
+        time.sleep(0.5)
+        assert proc.poll() is None  # the first one waits for the batch to end
+        t0 = time.time()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)  # not the 60 s the batch would take
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and time.time() - t0 < 30
+    _, run = final_run(tmp_path, "twice")
+    assert run.info.status == "KILLED"
 
 
 def test_a_loss_turning_nan_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -184,5 +325,5 @@ def test_metrics_survive_the_store_going_away_mid_run(tmp_path, monkeypatch, cap
     finally:
         mlflow.set_tracking_uri(previous)
     assert "tracking store unavailable" in capsys.readouterr().out
-    history = mlflow.MlflowClient(store).get_metric_history(active.info.run_id, "dev_f1")
+    history = mlflow.MlflowClient(uri).get_metric_history(active.info.run_id, "dev_f1")
     assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 2.0), (3, 3.0)]

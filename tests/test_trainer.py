@@ -1,9 +1,16 @@
-"""The training loop's schedule and weight averaging, on a plain module (the loop only needs parameters)."""
+"""The training loop: its schedule and weight averaging on a plain module (the loop only needs parameters), and
+its stopping rules and best-weights restore with the real `fit` on the tiny corpus."""
 
+import copy
+from types import SimpleNamespace
+
+import mlflow
 import pytest
 import torch
 
-from ner.training.trainer import Average, Loop, TrainerConfig
+from ner.training import trainer
+from ner.training.trainer import Average, Loop, TrainerConfig, fit
+from tests.conftest import compose_train
 
 
 def test_plateau_annealing_multiplies_the_lr_after_patience_epochs_without_a_better_dev_f1():
@@ -65,3 +72,107 @@ def test_a_checkpoint_carries_the_schedule_scale_and_the_average():
 def test_out_of_range_schedule_settings_are_refused(bad):
     with pytest.raises(ValueError, match="trainer"):
         TrainerConfig(**bad)
+
+
+def tiny_fit(tmp_path, *overrides: str):
+    """A fresh model with the encoded train split, the dev split, the trainer config and the seed, built from the
+    real conf/ on the tiny corpus as `ner.training.pipeline.train` builds them."""
+    from ner.data import schemes
+    from ner.data.corpus import Sentences
+    from ner.training import pipeline
+
+    run = pipeline.RunConfig.of(compose_train(tmp_path, *overrides))
+    pipeline.seed_everything(run.seed)
+    _, corpus, _, featurizer, model = pipeline.build(run)
+    train, dev = Sentences.of(corpus["train"]), Sentences.of(corpus["validation"])
+    gold = [schemes.convert(t, run.data.train_scheme) for t in train.gold]
+    encoded = featurizer.encode(train.tokens, gold, train.documents)
+    return model, encoded, dev, run.trainer, run.seed
+
+
+def script_dev_f1(monkeypatch, values: list[float]) -> None:
+    """The loop reads dev F1 `values[e - 1]` after epoch e (the other dev scores stay the real ones)."""
+    real, script = trainer.metrics.score, iter(values)
+
+    def score(gold, pred):
+        return {**real(gold, pred), "f1": next(script)}
+
+    monkeypatch.setattr(trainer, "metrics", SimpleNamespace(score=score))
+
+
+@pytest.mark.parametrize(("minutes", "epochs"), [(1.5, 1), (3.5, 3)])
+def test_the_time_budget_stops_training_before_another_epoch_would_overrun_it(tmp_path, monkeypatch, minutes, epochs):
+    """A fake clock: each epoch takes one minute, each reading of the clock a millisecond."""
+    clock = [0.0]
+
+    def perf_counter() -> float:
+        clock[0] += 1e-3
+        return clock[0]
+
+    real_epoch = trainer.train_epoch
+
+    def minute_long_epoch(*args, **kwargs):
+        clock[0] += 60.0
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=perf_counter))
+    monkeypatch.setattr(trainer, "train_epoch", minute_long_epoch)
+    model, train, dev, cfg, seed = tiny_fit(
+        tmp_path, "trainer.max_epochs=20", "trainer.patience=0", f"trainer.max_minutes={minutes}"
+    )
+    result = fit(model, train, dev, cfg, seed)
+    # e.g. 3.5 minutes: after 3 epochs (3 minutes) a 4th would end at 4 > 3.5, so there is no 4th
+    assert (result.stopped, len(result.history)) == ("time budget", epochs)
+    assert epochs * 60 < result.seconds < 60 * minutes
+
+
+def test_patience_stops_after_that_many_epochs_without_a_better_dev_f1(tmp_path, monkeypatch):
+    # a tie (epochs 3 and 7) is no improvement; a new best (epoch 5) starts the count again: 6, 7, 8 -> stop
+    script_dev_f1(monkeypatch, [10.0, 30.0, 30.0, 20.0, 40.0, 35.0, 40.0, 39.0, 90.0, 90.0, 90.0, 90.0])
+    model, train, dev, cfg, seed = tiny_fit(tmp_path, "trainer.max_epochs=12", "trainer.patience=3")
+    result = fit(model, train, dev, cfg, seed)
+    assert result.stopped == "patience"
+    assert [h.epoch for h in result.history] == list(range(1, 9))
+    assert (result.best_epoch, result.best_dev_f1) == (5, 40.0)
+
+
+def test_the_best_dev_weights_are_restored_before_the_test_score(tmp_path, monkeypatch):
+    """Dev F1 peaks at epoch 2 of 4: the model scored on test (and saved) holds epoch 2's weights, not epoch 4's."""
+    from ner.data.corpus import Sentences, load_corpus
+    from ner.evaluation import metrics
+    from ner.model.engine import Engine
+    from ner.training import pipeline
+
+    script_dev_f1(monkeypatch, [20.0, 60.0, 40.0, 30.0])
+    states, seen = {}, {}
+    real_fit = pipeline.fit
+
+    def recording_fit(model, *args, on_epoch, **kwargs):
+        def snapshot(res):  # the weights at the end of each epoch, copied outside the loop's own bookkeeping
+            states[res.epoch] = copy.deepcopy(model.state_dict())
+            on_epoch(res)
+
+        seen["result"] = real_fit(model, *args, on_epoch=snapshot, **kwargs)
+        seen["model"] = model
+        return seen["result"]
+
+    monkeypatch.setattr(pipeline, "fit", recording_fit)
+    cfg = compose_train(
+        tmp_path, "trainer.max_epochs=4", "trainer.patience=0", "tracking.log_model=false", "tracking.experiment=best"
+    )
+    final = pipeline.train(cfg)
+    model, result = seen["model"], seen["result"]
+    assert result.best_epoch == final["best_epoch"] == 2 and sorted(states) == [1, 2, 3, 4]
+
+    def same(a: dict, b: dict) -> bool:
+        assert a.keys() == b.keys()
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    assert not same(states[2], states[4])  # training moved the weights after the best epoch
+    assert same(model.state_dict(), states[2]) and same(model.state_dict(), result.best_state)
+
+    corpus, _ = load_corpus(pipeline.RunConfig.of(cfg).data)
+    test = Sentences.of(corpus["test"])
+    rescored = metrics.score(test.gold, Engine(model).predict(test.tokens, test.documents))["f1"]
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(final["run_id"])
+    assert final["test_f1"] == run.data.metrics["test_f1"] == rescored
