@@ -1,7 +1,7 @@
 """Run a torch RNN (nn.LSTM / nn.GRU / nn.RNN) over a padded batch of unequal lengths, one direction at a time.
 
 Why not `pack_padded_sequence`: packed input sends PyTorch down its generic RNN path (one matmul per time step,
-forward and backward), while a plain padded batch takes the oneDNN kernels, 2-3x faster on CPU. Padding at the
+forward and backward), while a plain padded batch takes the faster oneDNN kernels on CPU. Padding at the
 end never reaches the real positions of a left-to-right pass, so each direction runs as its own one-layer RNN:
 the backward one on every sentence reversed in place (padding kept at the end), its output reversed back. The
 result equals the packed run (tests/test_model.py checks outputs and gradients), layers chained as `nn.LSTM`
