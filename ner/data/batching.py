@@ -187,7 +187,7 @@ def context_runs(lengths: Sequence[int], documents: Sequence[int], max_tokens: i
 def bucketed(
     lengths: list[int], batch_size: int, rng: random.Random | None = None, max_tokens: int = 0
 ) -> list[list[int]]:
-    """Batches of sentence indices with near-equal lengths: little padding, often none, so rarely any packing.
+    """Batches of sentence indices with near-equal lengths: little padding, often none, so little wasted work.
 
     With `rng` (training) ties are broken at random and the batch order is shuffled; without it (inference) the
     order is longest first. `max_tokens` caps batch_size x longest length, so one very long sentence cannot
