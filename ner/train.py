@@ -40,6 +40,9 @@ def main(cfg: DictConfig) -> float:
     except Stop as err:  # a requested stop is not a crash: no traceback, the usual exit status of a SIGINT
         print(f"{err} (the run is marked KILLED; its checkpoint is kept)", file=sys.stderr)
         sys.exit(130)
+    except KeyboardInterrupt:  # a second signal: stopped at once, mid-batch
+        print("stopped at once (the run is marked KILLED; its last checkpoint is kept)", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

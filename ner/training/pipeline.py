@@ -29,7 +29,7 @@ from ner.model.engine import Engine
 from ner.model.tagger import ModelConfig, Tagger
 from ner.tracking import store
 from ner.training import checkpoint, gradients
-from ner.training.trainer import EpochResult, TrainerConfig, fit
+from ner.training.trainer import EpochResult, Stop, TrainerConfig, fit
 
 
 def seed_everything(seed: int) -> None:
@@ -142,16 +142,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 except Exception as err:  # noqa: BLE001 - a diagnostic must not stop training
                     print(f"warning: gradient profile not logged ({err})", flush=True)
 
-        result = fit(
-            model,
-            train_enc,
-            splits[dev_split],
-            trainer_cfg,
-            run.seed,
-            on_epoch=on_epoch,
-            checkpoint_path=ckpt,
-            should_stop=STOP.is_set,
-        )
+        try:
+            result = fit(
+                model,
+                train_enc,
+                splits[dev_split],
+                trainer_cfg,
+                run.seed,
+                on_epoch=on_epoch,
+                checkpoint_path=ckpt,
+                should_stop=STOP.is_set,
+            )
+        except Stop as stop:  # the command to continue, with this run's id
+            raise Stop(f"{stop}; resume with trainer.resume={run_id}") from None
         metric_log.flush()
         final = _evaluate(model, splits, trainer_cfg)
         final.update(

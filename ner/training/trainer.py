@@ -304,7 +304,7 @@ def train_epoch(
         if after_step is not None:
             after_step()
         if should_stop():
-            raise Stop(f"stopped during epoch {epoch}; resume with trainer.resume=<run_id>")
+            raise Stop(f"stopped during epoch {epoch}")
         total_loss += value * len(index)
         sentences += len(index)
         tokens += int(batch.lengths.sum())
