@@ -106,14 +106,20 @@ def port_closed(port: int, timeout: float = 10) -> bool:
     return False
 
 
-def readme_ui_command(port: int) -> list[str]:
-    """The README's `mlflow ui` (or `mlflow server`) line, moved to `port`, with one worker.
+def readme_ui_command(port: int, cwd: Path) -> list[str]:
+    """The README's `mlflow ui` (or `mlflow server`) line, run in `cwd` after the README's `export
+    MLFLOW_TRACKING_URI=...` line (variables expanded as the shell would), moved to `port`, with one worker.
 
     One worker instead of the default four: on two shared cores four take ~20 s to start, one takes ~5 s.
     """
-    lines = [m.group(1) for m in re.finditer(r"^\s*((?:\S*/)?mlflow (?:ui|server)\b.*)$", README.read_text(), re.M)]
+    text = README.read_text()
+    lines = [m.group(1) for m in re.finditer(r"^\s*((?:\S*/)?mlflow (?:ui|server)\b.*)$", text, re.M)]
     assert lines, "README.md has no `mlflow ui ...` command to browse runs"
-    args = shlex.split(lines[0])
+    exports = re.findall(r"^export (MLFLOW_TRACKING_URI)=(\S+)", text, re.M)
+    env = {"PWD": str(cwd)}
+    for name, value in exports:
+        env[name] = os.path.expandvars(shlex.split(value)[0].replace("$PWD", str(cwd)))
+    args = [a.replace("$MLFLOW_TRACKING_URI", env.get("MLFLOW_TRACKING_URI", "")) for a in shlex.split(lines[0])]
     assert "127.0.0.1" in args, "the README's UI command must bind 127.0.0.1"
     args = args if "--workers" in args else [*args, "--workers", "1"]
     for flag in ("--port", "-p"):
@@ -140,6 +146,7 @@ def project_store(tmp_path, monkeypatch, restore_tracking_uri) -> Path:
     from ner.training.pipeline import train
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri sets it for the process
     cfg = compose_train(tmp_path, "tracking.uri=null", "tracking.log_model=false", "trainer.max_epochs=2")
     train(cfg)
     assert (tmp_path / "mlruns" / "mlflow.db").is_file()
@@ -149,7 +156,7 @@ def project_store(tmp_path, monkeypatch, restore_tracking_uri) -> Path:
 @pytest.mark.slow
 def test_the_readme_ui_command_serves_the_project_store(project_store):
     port = free_port()
-    cmd = readme_ui_command(port)
+    cmd = readme_ui_command(port, project_store)
     base = f"http://127.0.0.1:{port}"
     with serving(cmd, f"{base}/health", project_store / "ui.log", cwd=project_store, env=server_env()):
         status, page = http(f"{base}/")
