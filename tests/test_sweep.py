@@ -132,7 +132,7 @@ def test_failed_jobs_become_failed_children_and_the_sweep_goes_on(tmp_path):
     assert by_job["1"].info.run_name == "job1-failed"
     rows = {r["setting"]: r for r in _artifact_csv(client, parent.info.run_id, "sweep_summary.csv")}
     assert rows["trainer.lr=0.05 model.cell=lstm"]["finished"] == "1"
-    assert rows["trainer.lr=1e30 model.cell=lstm"]["failed"] == "1"
+    assert rows["trainer.lr=1e+30 model.cell=lstm"]["failed"] == "1"  # the value as Hydra parsed it
 
 
 @pytest.mark.slow
