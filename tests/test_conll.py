@@ -1,6 +1,6 @@
 import pytest
 
-from ner.data.conll import DataError, read_conll
+from ner.data.conll import DataError, DocStart, Sentence, parse, read_conll
 
 
 def write(tmp_path, content: bytes, name="train.txt"):
@@ -61,3 +61,23 @@ def test_tag_column_can_be_chosen(tmp_path):
     assert read_conll(path, tag_column=1)[0].tags == ["B-ORG"]
     with pytest.raises(DataError, match="tag 'NNP'"):
         read_conll(path)
+
+
+def test_parse_streams_sentences_and_docstarts_and_tags_can_be_optional(tmp_path):
+    text = "EU B-ORG\nrejects O\n\n-DOCSTART- O\n\n-DOCSTART- O\nPeter B-PER\n"
+    items = list(parse(text.splitlines(keepends=True), "x.txt"))  # a stream's lines, as ner.tag reads them
+    assert items == [
+        Sentence(["EU", "rejects"], ["B-ORG", "O"], 1, 0),
+        DocStart(4),
+        DocStart(6),
+        Sentence(["Peter"], ["B-PER"], 7, 2),
+    ]
+    assert items == list(parse([text], "x.txt"))  # the whole text at once: the same
+    tokens_only = list(parse(["EU\nrejects\n\nPeter\n"], "x.txt", tags="optional"))
+    assert [(s.tokens, s.tags) for s in tokens_only] == [(["EU", "rejects"], None), (["Peter"], None)]
+    pos_only = list(parse(["EU NNP\nrejects VBZ\n"], "x.txt", tags="optional"))  # last column not tag shaped
+    assert [(s.tokens, s.tags) for s in pos_only] == [(["EU", "rejects"], None)]
+    with pytest.raises(DataError, match=r"x.txt:2: tag 'PER' is not O .* in the last column"):
+        list(parse(["EU B-ORG\nrejects PER\n"], "x.txt", tags="optional"))
+    with pytest.raises(DataError, match=r"x.txt:2: expected 1 columns like the first token line, found 2"):
+        list(parse(["EU\nrejects O\n"], "x.txt", tags="optional"))

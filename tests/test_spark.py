@@ -11,8 +11,10 @@ import re
 import shutil
 import subprocess
 
+import pyarrow as pa
 import pytest
 
+from ner.tagging import spark as spark_engine
 from ner.tagging.files import TagError
 from tests.tag_fixtures import (
     MESSY_LINES,
@@ -78,13 +80,15 @@ def documents(count: int) -> list[str]:
     return docs
 
 
-def test_spark_gives_every_document_once_with_the_local_records(spark, tiny_model_dir, tmp_path):  # noqa: F811
+def test_spark_gives_every_document_once_with_the_local_records(spark, tiny_model_dir, tmp_path, monkeypatch):  # noqa: F811
     docs = documents(300)
     docs.insert(150, " ".join(["Peter visited Paris on Monday ,"] * 3000))  # 18,000 tokens on one line
     path = tmp_path / "news.txt"
     path.write_text("\n".join(docs), encoding="utf-8")
     common = {"model": tiny_model_dir, "input": path, "one_per_line": True}
     local = run_tag(**common, output=tmp_path / "local.jsonl", workers=0)
+    monkeypatch.setattr(spark_engine, "MIN_RANGE_BYTES", 1)  # the file is cut into 6 byte ranges, mid-line
+    monkeypatch.setattr(spark_engine, "COUNT_ON_DRIVER", 0)  # and Spark counts their line ends
     summary = run_spark(**common, output=tmp_path / "out")
 
     out = tmp_path / "out"
@@ -104,6 +108,30 @@ def test_spark_gives_every_document_once_with_the_local_records(spark, tiny_mode
     assert 1 <= summary["model_loads"] <= 2  # once per Python worker, not per task (6 tasks) or per batch
     for record in records:
         assert_offsets_exact(record)
+
+
+@pytest.mark.parametrize("wanted", [1, 2, 3, 7, 40])
+def test_byte_ranges_give_each_line_once_with_its_local_index(tmp_path, monkeypatch, wanted):
+    """No Spark needed: the ranges of `ner.tagging.spark` tile the files, and their documents are the Reader's."""
+    from ner.tagging.files import Reader, plan
+
+    monkeypatch.setattr(spark_engine, "MIN_RANGE_BYTES", 1)
+    contents = {
+        "a.txt": "\ufeffPeter\r\n\r\nvisited Paris .\nlong " + "x" * 300 + "\n\nlast line, no newline",
+        "b.txt": "one\n",
+        "c.txt": "",
+        "d.txt": "\n\n\n",
+    }
+    for name, text in contents.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    files, _ = spark_engine._local_files(str(tmp_path), str(tmp_path / "out"))
+    groups = spark_engine._ranges(None, files, True, wanted)
+    assert len(groups) >= min(wanted, 4) - 1
+    batches = [pa.RecordBatch.from_pydict({"id": list(range(len(groups)))})]
+    got = list(spark_engine._range_documents(groups, "text", True, "error", "text", batches))
+    work = plan(str(tmp_path), str(tmp_path / "out"), "jsonl", False, {})
+    expected = list(Reader(one_per_line=True).documents(work.targets))
+    assert [(d.source, d.index, d.text) for d in got] == [(d.source, d.index, d.text) for d in expected]
 
 
 def test_bad_documents_are_reported_and_long_ones_chunked(spark, tiny_model_dir, tmp_path):  # noqa: F811

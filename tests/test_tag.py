@@ -180,6 +180,29 @@ def test_conll_documents_follow_docstart_lines(tiny_model_dir, tmp_path):  # noq
     assert "scores" not in summary  # one column: no gold tags, nothing to score
 
 
+def test_conll_input_is_parsed_as_training_parses_it(tmp_path):
+    """One parser (`ner.data.conll.parse`): the tagging reader streams the sentences `read_conll` reads, in
+    documents at the -DOCSTART- lines; its problems are one-line TagErrors naming the file and line."""
+    from ner.tagging.files import Reader, plan
+
+    path = tmp_path / "in.conll"
+    path.write_bytes(b"\xef\xbb\xbf-DOCSTART- O\r\n\r\nEU\tB-ORG\r\nrejects   O\r\n\r\n-DOCSTART- O\n")
+    with open(path, "ab") as f:
+        f.write(b"Peter S-PER\n\nBonn B-LOC")  # no final newline
+    work = plan(str(path), str(tmp_path / "o.jsonl"), "jsonl", False, {})
+    docs = list(Reader("conll").documents(work.targets))
+    sentences = read_conll(path)
+    assert [s for d in docs for s in d.sentences] == [s.tokens for s in sentences]
+    assert [g for d in docs for g in d.gold] == [schemes.convert(s.tags, "iob2") for s in sentences]
+    assert [len(d.sentences) for d in docs] == [1, 2] and sum(d.size for d in docs) == path.stat().st_size
+    path.write_bytes(b"EU B-ORG\nrejects O\n\nPeter PER\n")
+    with pytest.raises(TagError, match=rf"^{path}:4: tag 'PER' is not O or B-/I-/E-/S-<TYPE> in the last column$"):
+        list(Reader("conll").documents(work.targets))
+    path.write_bytes(b"EU B-ORG\nrejects\n")
+    with pytest.raises(TagError, match=rf"^{path}:2: expected 2 columns like the first token line, found 1$"):
+        list(Reader("conll").documents(work.targets))
+
+
 def test_invalid_utf8_names_file_and_byte_offset_or_is_replaced(tiny_model_dir, tmp_path):  # noqa: F811
     path = tmp_path / "bad.txt"
     path.write_bytes(b"Peter left .\nbad \xff byte\nParis .\n")

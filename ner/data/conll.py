@@ -1,16 +1,22 @@
 """Read CoNLL column files strictly: every problem is a `DataError` that names the file and the line.
 
 NCRF++ and spaCy users lost weeks to readers that silently accepted the wrong column layout; this one refuses
-anything it cannot read unambiguously and says where.
+anything it cannot read unambiguously and says where. `parse` is the one grammar of the format, streamed: training
+reads whole files through `read_conll`, and `ner.tag input_format=conll` streams documents through it (there the
+tag column is optional: a file of tokens alone is tagged as well).
 """
 
 from __future__ import annotations
 
 import codecs
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ner.data.schemes import TAG_SHAPE
+
+DOCSTART = "-DOCSTART-"
+TAGS = ("required", "optional")
 
 
 class DataError(ValueError):
@@ -25,9 +31,16 @@ class DataError(ValueError):
 @dataclass
 class Sentence:
     tokens: list[str]
-    tags: list[str]
+    tags: list[str] | None  # None: a file without a tag column (`parse(..., tags="optional")`)
     line: int  # 1-based line of the first token, for error messages
     document: int = 0  # index of the document (-DOCSTART- section) the sentence belongs to
+
+
+@dataclass(frozen=True)
+class DocStart:
+    """A `-DOCSTART-` line: the document before it ends, a new one (possibly empty) begins."""
+
+    line: int
 
 
 def decode(raw: bytes, path: str | Path) -> str:
@@ -51,40 +64,63 @@ def read_conll(path: str | Path, tag_column: int = -1, token_column: int = 0) ->
     not O/B-/I-/E-/S- shaped, is an error.
     """
     text = decode(Path(path).read_bytes(), path)
-    sentences: list[Sentence] = []
-    tokens: list[str] = []
-    tags: list[str] = []
-    first_line = 0
-    width = 0
-    document = 0  # -DOCSTART- lines seen so far
-    for number, line in enumerate(text.splitlines(), start=1):
-        cols = line.split()
-        if not cols or cols[0] == "-DOCSTART-":
-            if tokens:
-                sentences.append(Sentence(tokens, tags, first_line, document))
-                tokens, tags = [], []
-            document += bool(cols)
-            continue
-        if not width:
-            width = len(cols)
-            if width < 2:
-                raise DataError(path, number, f"expected a token and a tag column, found 1 column: {line!r}")
-            _check_columns(path, number, width, tag_column, token_column)
-        if len(cols) != width:
-            raise DataError(path, number, f"expected {width} columns like the first token line, found {len(cols)}")
-        tag = cols[tag_column]
-        if not TAG_SHAPE.match(tag):
-            raise DataError(path, number, f"tag {tag!r} is not O or B-/I-/E-/S-<TYPE> (tag column {tag_column})")
-        if not tokens:
-            first_line = number
-        tokens.append(cols[token_column])
-        tags.append(tag)
-    if tokens:
-        sentences.append(Sentence(tokens, tags, first_line, document))
-    if not document:
+    items = list(parse([text], path, tag_column, token_column))
+    sentences = [item for item in items if isinstance(item, Sentence)]
+    if not any(isinstance(item, DocStart) for item in items):
         for index, sent in enumerate(sentences):
             sent.document = index
     return sentences
+
+
+def parse(
+    pieces: Iterable[str], path: str | Path, tag_column: int = -1, token_column: int = 0, tags: str = "required"
+) -> Iterator[Sentence | DocStart]:
+    """Every `Sentence` of a column file as it ends, and a `DocStart` for each `-DOCSTART-` line, in file order.
+
+    `pieces`: the decoded text in consecutive pieces that end at line breaks (the whole text, or a stream's lines
+    read up to each "\\n"); lines are numbered as `str.splitlines()` numbers them, from 1. A sentence's `document`
+    counts the `-DOCSTART-` lines before it. The first token line fixes the number of columns. `tags="required"`:
+    that line needs a token and a tag column, and every tag must be O/B-/I-/E-/S- shaped. `tags="optional"`:
+    the file has a tag column (the last one) if the first token line has more than one column and its last is tag
+    shaped; otherwise only tokens are read and `Sentence.tags` is None.
+    """
+    if tags not in TAGS:
+        raise ValueError(f"tags={tags!r} is not one of {', '.join(TAGS)}")
+    tokens: list[str] = []
+    labels: list[str] = []
+    first_line, width, document, tagged, number = 0, 0, 0, False, 0
+    for piece in pieces:
+        for line in piece.splitlines():
+            number += 1
+            cols = line.split()
+            if not cols or cols[0] == DOCSTART:
+                if tokens:
+                    yield Sentence(tokens, labels if tagged else None, first_line, document)
+                    tokens, labels = [], []
+                if cols:
+                    document += 1
+                    yield DocStart(number)
+                continue
+            if not width:
+                width = len(cols)
+                if tags == "required":
+                    if width < 2:
+                        raise DataError(path, number, f"expected a token and a tag column, found 1 column: {line!r}")
+                    _check_columns(path, number, width, tag_column, token_column)
+                tagged = tags == "required" or (width > 1 and bool(TAG_SHAPE.match(cols[tag_column])))
+            if len(cols) != width:
+                raise DataError(path, number, f"expected {width} columns like the first token line, found {len(cols)}")
+            if tagged:
+                tag = cols[tag_column]
+                if not TAG_SHAPE.match(tag):
+                    where = f"(tag column {tag_column})" if tags == "required" else "in the last column"
+                    raise DataError(path, number, f"tag {tag!r} is not O or B-/I-/E-/S-<TYPE> {where}")
+                labels.append(tag)
+            if not tokens:
+                first_line = number
+            tokens.append(cols[token_column])
+    if tokens:
+        yield Sentence(tokens, labels if tagged else None, first_line, document)
 
 
 def _check_columns(path: str | Path, line: int, width: int, tag_column: int, token_column: int) -> None:

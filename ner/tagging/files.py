@@ -5,8 +5,9 @@ path order. Text input is one document per file, or one per line with `one_per_l
 a "\\r" before it is dropped; a last line without "\\n" counts, so "a\\nb" and "a\\nb\\n" are both two documents
 and "a\\n\\nb\\n" is three, the middle one empty). A leading UTF-8 byte-order mark is dropped; nothing else is:
 tabs, control characters and any Unicode stay in the document text. CoNLL input (`input_format=conll`) is a
-whitespace-separated column file: token first, gold tag last (optional), a blank line between sentences,
-`-DOCSTART-` lines between documents (a file without them is one document, or none if it has no tokens).
+whitespace-separated column file, read by the parser training reads with (`ner.data.conll.parse`): token first,
+gold tag last (optional), a blank line between sentences, `-DOCSTART-` lines between documents (a file without them
+is one document, or none if it has no tokens).
 Invalid UTF-8 stops the run with the file and byte offset, unless `on_decode_error=replace`. In a folder or
 glob, a file with a NUL byte in its first 8 KiB is binary (git's rule): it is skipped and reported. A file
 named alone is always read as text. A document is held in memory whole, with its record, so one over
@@ -34,12 +35,15 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Callable, Iterator
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
+from typing import BinaryIO
 
-from ner.data import schemes
+from ner.data import conll, schemes
 
 INPUT_FORMATS = ("text", "conll")
 OUTPUT_FORMATS = {"jsonl": ".jsonl", "conll": ".conll", "spans": ".tsv"}
@@ -57,7 +61,11 @@ class TagError(Exception):
 
 @dataclass
 class Document:
-    """One input document: raw text, or (CoNLL input) sentences of tokens with optional gold tags."""
+    """One input document: raw text, or (CoNLL input) sentences of tokens with optional gold tags.
+
+    `error` says why the document cannot be tagged (engine=spark keeps going and writes it in the record;
+    engine=local stops instead); `replaced`: undecodable bytes were replaced by U+FFFD (on_decode_error=replace).
+    """
 
     target: int  # index of the output it goes to
     source: str  # the input file
@@ -66,6 +74,8 @@ class Document:
     text: str | None = None
     sentences: list[list[str]] | None = None
     gold: list[list[str]] | None = None
+    error: str | None = None
+    replaced: bool = False
 
     @property
     def weight(self) -> int:
@@ -260,90 +270,136 @@ class Reader:
         yield Document(target, str(path), 0, len(raw), text=self._decode(raw, path, 0, None))
 
     def _lines(self, path: Path, target: int) -> Iterator[Document]:
-        offset, limit = 0, self.max_document_bytes
         with open(path, "rb") as f:
-            for index, raw in enumerate(iter(lambda: f.readline(limit + 1), b"")):
-                if len(raw) > limit and not raw.endswith(b"\n"):  # a 1 GB line never enters memory whole
-                    raise TagError(
-                        f"{path}:{index + 1}: the line is longer than max_document_mb={limit / 2**20:g} "
-                        "(one document per line); split it, or raise max_document_mb"
-                    )
-                line = raw[:-1] if raw.endswith(b"\n") else raw
-                line = line[:-1] if line.endswith(b"\r") else line
-                text = self._decode(line, path, offset, index + 1)
-                yield Document(target, str(path), index, len(raw), text=text)
-                offset += len(raw)
+            for index, offset, line, size in lines(f, path, limit=self.max_document_bytes):
+                yield Document(target, str(path), index, size, text=self._decode(line, path, offset, index + 1))
 
     def _conll(self, path: Path, target: int) -> Iterator[Document]:
-        sentences, gold, sent, sent_gold = [], [], [], []
-        width, has_gold, index, offset, size = 0, False, 0, 0, 0
-        started = False  # a document is open (text before the first -DOCSTART-, or after one)
-        with open(path, "rb") as f:
-            for number, raw in enumerate(f, start=1):
-                cols = self._decode(raw, path, offset, number).split()
-                offset += len(raw)
-                size += len(raw)
-                if not cols or cols[0] == "-DOCSTART-":
-                    if sent:
-                        sentences.append(sent)
-                        gold.append(sent_gold)
-                        sent, sent_gold = [], []
-                    if cols and (started or sentences):
-                        yield self._conll_doc(target, path, index, size - len(raw), sentences, gold, has_gold)
-                        index, size, sentences, gold = index + 1, len(raw), [], []
-                    started = started or bool(cols)
+        """The documents of a CoNLL file, parsed as it streams by `ner.data.conll.parse` (tag column optional)."""
+        read = [0, 0]  # bytes read so far, bytes of the last line: where a -DOCSTART- line begins
+
+        def pieces() -> Iterator[str]:
+            with open(path, "rb") as f:
+                for number, raw in enumerate(f, start=1):
+                    offset, read[0], read[1] = read[0], read[0] + len(raw), len(raw)
+                    yield self._decode(raw, path, offset, number)
+
+        sentences, gold, index, begin, started, tagged = [], [], 0, 0, False, False
+        try:
+            for item in conll.parse(pieces(), path, tags="optional"):
+                if isinstance(item, conll.Sentence):
+                    sentences.append(item.tokens)
+                    gold.append(item.tags)
+                    tagged = item.tags is not None
                     continue
-                if not width:
-                    width, has_gold = len(cols), len(cols) > 1 and bool(schemes.TAG_SHAPE.match(cols[-1]))
-                if len(cols) != width:
-                    raise TagError(
-                        f"{path}:{number}: expected {width} columns like the first token line, found {len(cols)}"
-                    )
-                if has_gold and not schemes.TAG_SHAPE.match(cols[-1]):
-                    raise TagError(
-                        f"{path}:{number}: tag {cols[-1]!r} in the last column is not O or B-/I-/E-/S-<TYPE>"
-                    )
-                sent.append(cols[0])
-                sent_gold.append(cols[-1])
-        if sent:
-            sentences.append(sent)
-            gold.append(sent_gold)
+                if started or sentences:  # a -DOCSTART- line ends the open document (it begins the next one)
+                    end = read[0] - read[1]
+                    yield self._conll_doc(target, path, index, end - begin, sentences, gold, tagged)
+                    index, begin, sentences, gold = index + 1, end, [], []
+                started = True
+        except conll.DataError as err:
+            raise TagError(str(err)) from None
         if started or sentences:
-            yield self._conll_doc(target, path, index, size, sentences, gold, has_gold)
+            yield self._conll_doc(target, path, index, read[0] - begin, sentences, gold, tagged)
 
     @staticmethod
-    def _conll_doc(target, path, index, size, sentences, gold, has_gold) -> Document:
-        tags = [schemes.convert(g, "iob2") for g in gold] if has_gold else None
+    def _conll_doc(target, path, index, size, sentences, gold, tagged) -> Document:
+        tags = [schemes.convert(g, "iob2") for g in gold] if tagged else None
         return Document(target, str(path), index, size, sentences=sentences, gold=tags)
 
     def _decode(self, raw: bytes, path: Path, offset: int, line: int | None) -> str:
-        """UTF-8 text of `raw` (found at byte `offset` of `path`); a leading BOM of the file is dropped."""
-        if offset == 0 and raw.startswith(_BOM):
-            raw, offset = raw[len(_BOM) :], len(_BOM)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            if self.on_decode_error == "replace":
-                self.decode_errors += 1
-                return raw.decode("utf-8", "replace")
-            line = line or raw.count(b"\n", 0, err.start) + 1
+        text, replaced = decode(raw, path, offset, line, self.on_decode_error)
+        self.decode_errors += replaced
+        return text
+
+
+def lines(
+    f: BinaryIO, path: str | Path, start: int = 0, stop: int | None = None, first: int = 0, limit: int | None = None
+) -> Iterator[tuple[int, int, bytes, int]]:
+    """(index, byte offset, line, size) of every line of the binary file `f` that begins in bytes [start, stop).
+
+    Lines end at "\\n", which is not part of `line`, and neither is a "\\r" before it; a last line without "\\n"
+    counts; `size` is the line's bytes with its ending. A line begins at offset 0 and after every "\\n", so byte
+    ranges that tile a file give each of its lines exactly once (engine=spark splits big files so); `first` is the
+    index of the first line at or after `start`. A line longer than `limit` bytes raises a TagError before it is
+    held in memory whole.
+    """
+    f.seek(max(start - 1, 0))
+    if start:  # the line that `start` falls inside belongs to the range before
+        while (piece := f.readline(1 << 20)) and not piece.endswith(b"\n"):
+            pass
+    index, offset = first, f.tell()
+    while stop is None or offset < stop:
+        raw = f.readline(-1 if limit is None else limit + 1)
+        if not raw:
+            return
+        if limit is not None and len(raw) > limit and not raw.endswith(b"\n"):
             raise TagError(
-                f"{path}: invalid UTF-8 at byte offset {offset + err.start} (line {line}): byte 0x{raw[err.start]:02x};"
-                " convert the file to UTF-8, or pass on_decode_error=replace to replace bad bytes with U+FFFD"
-            ) from None
+                f"{path}:{index + 1}: the line is longer than max_document_mb={limit / 2**20:g} "
+                "(one document per line); split it, or raise max_document_mb"
+            )
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        yield index, offset, line[:-1] if line.endswith(b"\r") else line, len(raw)
+        index, offset = index + 1, offset + len(raw)
+
+
+def decode(raw: bytes, path: str | Path, offset: int = 0, line: int | None = None, errors: str = "error"):
+    """(UTF-8 text of `raw`, whether bad bytes were replaced); `raw` was found at byte `offset` of `path`.
+
+    A leading BOM of the file (offset 0) is dropped. With `errors="error"` invalid UTF-8 raises a TagError naming
+    the file, the byte offset and the line (`line`, else counted in `raw`); with "replace" it becomes U+FFFD.
+    """
+    if offset == 0 and raw.startswith(_BOM):
+        raw, offset = raw[len(_BOM) :], len(_BOM)
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError as err:
+        if errors == "replace":
+            return raw.decode("utf-8", "replace"), True
+        line = line or raw.count(b"\n", 0, err.start) + 1
+        raise TagError(
+            f"{path}: invalid UTF-8 at byte offset {offset + err.start} (line {line}): byte 0x{raw[err.start]:02x};"
+            " convert the file to UTF-8, or pass on_decode_error=replace to replace bad bytes with U+FFFD"
+        ) from None
+
+
+def chunks(
+    docs: Iterable[Document], max_chars: int, max_docs: int, seconds: Counter | None = None
+) -> Iterator[list[Document]]:
+    """Consecutive groups of documents of about `max_chars` characters (or `max_docs` documents): one chunk is
+    one `Annotator` call (both engines). Time spent waiting for the next document goes to `seconds["read"]`."""
+    chunk, size, docs = [], 0, iter(docs)
+    while True:
+        tick = time.perf_counter()
+        doc = next(docs, None)
+        if seconds is not None:
+            seconds["read"] += time.perf_counter() - tick
+        if doc is None:
+            break
+        chunk.append(doc)
+        size += doc.weight
+        if size >= max_chars or len(chunk) >= max_docs:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 # ---------------------------------------------------------------------------------------------------- writing
 
 
 def serialise(fmt: str, doc: Document, record: dict) -> str:
-    """The text of one document's record in `fmt` (see the module docstring)."""
+    """The text of one document's record in `fmt` (see the module docstring); JSONL: one line, to be written
+    through `escape_line_separators`. A record with an `error` (engine=spark) has it as the last JSON field."""
     if fmt == "jsonl":
         sentences = record["sentences"]
         if doc.gold is not None:
             sentences = [{**s, "gold": g} for s, g in zip(sentences, doc.gold, strict=True)]
         out = {"source": doc.source, "doc": doc.index, "text": record["text"], "sentences": sentences}
-        return json.dumps({**out, "entities": record["entities"]}, ensure_ascii=False) + "\n"
+        out["entities"] = record["entities"]
+        if record.get("error") is not None:
+            out["error"] = record["error"]
+        return json.dumps(out, ensure_ascii=False) + "\n"
     if fmt == "conll":
         gold = doc.gold or [None] * len(record["sentences"])
         lines = ["-DOCSTART-\tO\tO\n\n" if doc.gold is not None else "-DOCSTART-\tO\n\n"]
@@ -359,6 +415,14 @@ def serialise(fmt: str, doc: Document, record: dict) -> str:
         f"{source}\t{doc.index}\t{e['start']}\t{e['end']}\t{e['type']}\t{e['text'].translate(_TSV_ESCAPES)}\n"
         for e in record["entities"]
     )
+
+
+def escape_line_separators(text: str) -> str:
+    """JSON text with U+2028, U+2029 and U+0085 written as escapes: `str.splitlines()` would split a line there."""
+    if any(c in text for c in _LINE_SEPARATORS):
+        for char, escaped in _LINE_SEPARATORS.items():
+            text = text.replace(char, escaped)
+    return text
 
 
 class Writer:
@@ -379,9 +443,8 @@ class Writer:
 
     def write(self, docs: list[Document], records: list[dict]) -> None:
         text = "".join(serialise(self.fmt, d, r) for d, r in zip(docs, records, strict=True))
-        if self.fmt == "jsonl" and any(c in text for c in _LINE_SEPARATORS):
-            for char, escaped in _LINE_SEPARATORS.items():
-                text = text.replace(char, escaped)
+        if self.fmt == "jsonl":
+            text = escape_line_separators(text)
         self._append(text.encode("utf-8"))
         self.documents += len(docs)
         self.last = [docs[-1].source, docs[-1].index]

@@ -13,7 +13,7 @@ import gc
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import torch
 from ner.evaluation.metrics import Scorer
 from ner.tagging import spark
 from ner.tagging.annotate import MAX_SENTENCE_TOKENS, PRECISIONS, Annotator, Prepared
-from ner.tagging.files import Document, Plan, Reader, Router, TagError, plan
+from ner.tagging.files import Document, Plan, Reader, Router, TagError, chunks, plan
 from ner.tagging.pool import AnnotatorPool
 from ner.tracking import model_uri
 
@@ -94,7 +94,7 @@ def tag(cfg: TagConfig) -> dict:
     summary = Counter(files=sum(len(t.sources) for t in work.targets), binary_files_skipped=len(work.skipped))
     summary["outputs_already_complete"] = sum(t.done for t in work.targets)
     if all(t.done for t in work.targets):
-        return _summary(cfg, summary, Counter(), None, start)
+        return run_summary(cfg, summary, Counter(), start)
     load_start = time.perf_counter()
     with model_uri.resolve(cfg.model, cfg.tracking_uri) as folder:  # downloads stay until the workers are done
         return _run(cfg, work, folder, summary, (start, load_start))
@@ -124,8 +124,8 @@ def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tup
     scorer = Scorer()
     bar = _progress_bar(total, cfg.progress)
     try:
-        chunks = _chunks(reader.documents(work.targets, bar.update), cfg.chunk_chars, cfg.chunk_docs, seconds)
-        for chunk, records in _tagged(annotator, pool, chunks, workers):
+        chunked = chunks(reader.documents(work.targets, bar.update), cfg.chunk_chars, cfg.chunk_docs, seconds)
+        for chunk, records in _tagged(annotator, pool, chunked, workers):
             tick = time.perf_counter()
             router.write(chunk, records)
             seconds["write"] += time.perf_counter() - tick
@@ -146,7 +146,7 @@ def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tup
             pool.close()
     summary["decode_errors_replaced"] = reader.decode_errors
     summary["documents_resumed"] = sum(t.skip for t in work.targets if not t.done)
-    out = _summary(cfg, summary, seconds, scorer.scores() if scorer.used else None, start)
+    out = run_summary(cfg, summary, seconds, start, scorer.scores() if scorer.used else None)
     return {**out, "precision": annotator.precision}
 
 
@@ -183,24 +183,6 @@ def _collect(annotator: Annotator, chunk: list[Document], prepared: Prepared, fu
     return chunk, annotator.finish(prepared, ids)
 
 
-def _chunks(docs: Iterator[Document], max_chars: int, max_docs: int, seconds: Counter) -> Iterator[list[Document]]:
-    """Consecutive groups of documents of about `max_chars` characters (or `max_docs` documents)."""
-    chunk, size = [], 0
-    while True:
-        tick = time.perf_counter()
-        doc = next(docs, None)
-        seconds["read"] += time.perf_counter() - tick
-        if doc is None:
-            break
-        chunk.append(doc)
-        size += doc.weight
-        if size >= max_chars or len(chunk) >= max_docs:
-            yield chunk
-            chunk, size = [], 0
-    if chunk:
-        yield chunk
-
-
 def _annotate(annotator: Annotator, chunk: list[Document]) -> list[dict]:
     if chunk[0].text is not None:
         return annotator.annotate([d.text for d in chunk])
@@ -226,12 +208,21 @@ def _progress_bar(total: int, enabled: bool):
     )
 
 
-def _summary(cfg: TagConfig, summary: Counter, seconds: Counter, scores: dict | None, start: float) -> dict:
+def run_summary(
+    cfg: TagConfig,
+    counts: Counter,
+    seconds: Mapping[str, float],
+    start: float,
+    scores: dict | None = None,
+    stages: Sequence[str] = STAGES,
+) -> dict:
+    """The summary `ner.tag` prints and `tag()` returns, for both engines: the counts, the output, the time since
+    `start`, tokens/s, the `stages` found in `seconds` (in that order) and, for scored CoNLL input, the scores."""
     elapsed = time.perf_counter() - start
-    out = {k: summary[k] for k in ("files", "documents", "documents_resumed", "sentences", "tokens", "entities")}
-    out.update({k: summary[k] for k in ("binary_files_skipped", "decode_errors_replaced", "outputs_already_complete")})
-    out.update({"output": cfg.output, "seconds": elapsed, "tokens_per_s": summary["tokens"] / max(elapsed, 1e-9)})
-    out["stage_seconds"] = {k: seconds[k] for k in STAGES if k in seconds}
+    out = {k: counts[k] for k in ("files", "documents", "documents_resumed", "sentences", "tokens", "entities")}
+    out.update({k: counts[k] for k in ("binary_files_skipped", "decode_errors_replaced", "outputs_already_complete")})
+    out.update({"output": cfg.output, "seconds": elapsed, "tokens_per_s": counts["tokens"] / max(elapsed, 1e-9)})
+    out["stage_seconds"] = {k: seconds[k] for k in stages if k in seconds}
     if scores is not None:
         out["scores"] = scores
     return out
