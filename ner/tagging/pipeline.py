@@ -19,11 +19,13 @@ from pathlib import Path
 
 import torch
 
+from ner import config
 from ner.evaluation.metrics import Scorer
 from ner.tagging import spark
 from ner.tagging.annotate import MAX_SENTENCE_TOKENS, PRECISIONS, Annotator, Prepared
 from ner.tagging.files import Document, Plan, Reader, Router, TagError, chunks, plan
 from ner.tagging.pool import AnnotatorPool
+from ner.tagging.progress import progress
 from ner.tracking import model_uri
 
 STAGES = ("load", "read", "tokenise", "features", "model", "decode", "wait", "records", "write")
@@ -71,6 +73,7 @@ class TagConfig:
             raise TagError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.engine not in ("local", "spark"):
             raise TagError(f"engine={self.engine!r} is not one of local, spark")
+        config.device("device", self.device)
 
     def resume_settings(self) -> dict:
         """What must not change between an interrupted run and its `resume=true` continuation.
@@ -84,7 +87,7 @@ class TagConfig:
 def tag(cfg: TagConfig) -> dict:
     """Tag every document of `cfg.input` into `cfg.output`; returns the run summary (also for tests)."""
     if cfg.engine == "spark":
-        return spark.tag(cfg)  # the same records, from a Spark cluster or local[N] (ner/spark.py)
+        return spark.tag(cfg)  # the same records, from a Spark cluster or local[N] (ner/tagging/spark.py)
     start = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -122,7 +125,7 @@ def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tup
     reader = Reader(cfg.input_format, cfg.one_per_line, cfg.on_decode_error, int(cfg.max_document_mb * 2**20))
     router = Router(work.targets, cfg.output_format, cfg.resume_settings(), durable=not work.folder_output)
     scorer = Scorer()
-    bar = _progress_bar(total, cfg.progress)
+    bar = progress(total, cfg.progress)  # a bar on a terminal, a line every few minutes in a log
     try:
         chunked = chunks(reader.documents(work.targets, bar.update), cfg.chunk_chars, cfg.chunk_docs, seconds)
         for chunk, records in _tagged(annotator, pool, chunked, workers):
@@ -198,14 +201,6 @@ def _count(summary: Counter, chunk: list[Document], records: list[dict], scorer:
     if gold:
         pred = [s["tags"] for d, r in zip(chunk, records, strict=True) if d.gold is not None for s in r["sentences"]]
         scorer.add(gold, pred)
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="tagging", disable=not enabled, smoothing=0.1
-    )
 
 
 def run_summary(
