@@ -75,6 +75,8 @@ def report(rows: dict, counts: list[int], sample, command: str) -> str:
     info = harness.machine()
     header = " | ".join(f"threads={t}" for t in counts)
     lines = [
+        "## Threads",
+        "",
         f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores), torch {info['torch']}: one epoch of"
         f" `train_epoch` over {len(sample.enc):,} sentences ({sample.tokens:,} tokens), tokens/s.",
         "",
