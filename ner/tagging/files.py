@@ -28,6 +28,9 @@ JSONL record: {"source": input file, "doc": index of the document in that file (
 "sentences": [{"start", "end", "tokens", "offsets": [[start, end]], "tags": [IOB2], "gold": [IOB2] (CoNLL
 input with tags only)}], "entities": [{"text", "type", "start", "end"}]}; offsets are character offsets into
 "text", end exclusive. For CoNLL input "text" is the tokens joined by spaces, sentences by newlines.
+
+Past 300 lines: reading, resume and writing share the Document/Target bookkeeping that makes a resumed output
+equal an uninterrupted one; splitting the readers from the writers is the next clean-up.
 """
 
 from __future__ import annotations

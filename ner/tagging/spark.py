@@ -21,6 +21,10 @@ schedules. Choices, and why (more in docs/scale-out.md):
   field and no entities; the job goes on and the summary counts them.
 - Output goes to `<output>.tmp-<id>`, renamed to `<output>` once Spark has committed it (`_SUCCESS`), so a folder
   named `<output>` is always complete. Part files are unordered: sort by (source, doc) for input order.
+
+Past 300 lines: reading with Spark (byte ranges of local files, Spark's readers for URIs and Parquet), tagging on
+the workers and committing the output are one engine whose parts share its schemas and settings; each part is
+a section below.
 """
 
 from __future__ import annotations
