@@ -16,6 +16,9 @@ input, `ner.tag` in a child process (also against an older commit), the MLflow r
   the project store, as everywhere in the project: `store_uri`);
 - `machine`, `command`, `write_section`: what a report says about where and how it ran, and its section of a docs
   file between `<!-- NAME:begin -->` and `<!-- NAME:end -->` markers, so a rerun replaces its own section only.
+
+Past 400 lines on purpose: it is the one place these shared pieces live, so that no benchmark keeps a copy;
+each section below (docs, MLflow, the training side, the tagging side, comparing commits) is one of them.
 """
 
 from __future__ import annotations

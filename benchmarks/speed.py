@@ -26,6 +26,9 @@ system counts its own tokens; "vs Flair" for tagging is the ratio of wall times 
 
 The table is printed, logged to MLflow (experiment `benchmarks`) and written between the `speed` markers of
 docs/benchmarks.md. Not a test: it takes several minutes and its numbers depend on what else runs.
+
+Past 400 lines: one comparison with two peers (Flair and the bare LSTM) in training and in tagging, and its report
+tables; the shared timing and tagging code is in harness.py.
 """
 
 from __future__ import annotations
