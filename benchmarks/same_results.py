@@ -11,23 +11,25 @@ trained is tagged by both sides with `python -m ner.tag`, as raw text (CoNLL-200
 as CoNLL input, in fp32 and with the default precision: the output files must be byte-identical. That also shows
 that a model saved before the change loads and tags the same after it.
 
-The older commit is checked out with `git worktree` into a temporary folder and imported through PYTHONPATH; its
-relative data paths are resolved through a `shared` link beside it. Exit status 1 if anything differs.
+The older commit is checked out with `git worktree` (`harness.worktree`) and imported through PYTHONPATH; both
+sides read the data and vectors by absolute path. Exit status 1 if anything differs.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+
+from benchmarks import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+DATA = f"data.path={SHARED / 'data' / 'conll2003'}"  # absolute: the older checkout lies in a temporary folder
+VECTORS = f"model.embeddings.path={SHARED / 'data' / 'vectors' / 'glove.6B.50d.txt'}"
 METRICS = ("dev_f1", "train_loss")
 FINALS = ("best_dev_f1", "test_f1", "test_f1_strict")
 
@@ -37,17 +39,17 @@ def main() -> int:
     ap.add_argument("--old", required=True, help="the commit to compare with, e.g. the one before a refactor")
     ap.add_argument("--skip-full", action="store_true", help="only the smoke run (no full-size epoch)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="same-results-") as tmp, worktree(args.old, Path(tmp)) as old:
+    with tempfile.TemporaryDirectory(prefix="same-results-") as tmp, harness.worktree(args.old) as old:
         tmp = Path(tmp)
         runs = [("smoke", ["experiment=smoke", "seed=1"])]
         if not args.skip_full:
-            runs.append(("full-1-epoch", ["trainer.max_epochs=1", "trainer.progress=false"]))
+            runs.append(("full-1-epoch", ["trainer.max_epochs=1", "trainer.progress=false", VECTORS]))
         results, same = {}, True
         for side, tree in (("old", old), ("new", ROOT)):
             store = f"sqlite:///{tmp / side / 'mlflow.db'}"
             (tmp / side).mkdir()
             for name, overrides in runs:
-                overrides = [*overrides, "trainer.threads=1", "tracking.grad_profile_every=0"]
+                overrides = [*overrides, DATA, "trainer.threads=1", "tracking.grad_profile_every=0"]
                 overrides += [f"tracking.uri={store}", f"tracking.experiment={name}"]
                 run(tree, ["-m", "ner.train", *overrides])
             results[side] = read_runs(store, [name for name, _ in runs])
@@ -63,18 +65,6 @@ def main() -> int:
         same &= compare_tagging(old, model, store, tmp)
     print("everything is the same" if same else "SOMETHING DIFFERS")
     return 0 if same else 1
-
-
-@contextlib.contextmanager
-def worktree(rev: str, tmp: Path) -> Iterator[Path]:
-    """The commit checked out beside a `shared` link, so its `../shared/data` defaults resolve as here."""
-    (tmp / "shared").symlink_to(SHARED)
-    path = tmp / "tree"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], check=False)
 
 
 def run(tree: Path, argv: list[str]) -> None:
