@@ -307,13 +307,13 @@ def test_a_checkpoint_carrying_a_pickled_object_is_refused(tmp_path):
 
 
 def test_metrics_survive_the_store_going_away_mid_run(tmp_path, monkeypatch, capsys):
-    from ner.tracking import store
+    from ner.tracking import backlog, store
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = store.TrackingConfig(uri=uri, experiment="flaky")
-    log = store.MetricLog()
+    log = backlog.MetricLog()
     previous = mlflow.get_tracking_uri()
     try:
         with store.run(cfg, "flaky", {}) as active:

@@ -131,7 +131,9 @@ def read_vectors(path: str | Path) -> Vectors:
     return Vectors(words, matrix)
 
 
-def build_word_vocab(train_tokens: list[list[str]], vectors: Vectors | None) -> tuple[Vocab, int]:
+def build_word_vocab(
+    train_tokens: list[list[str]], vectors: Vectors | None, cfg: EmbeddingsConfig | None = None
+) -> tuple[Vocab, int]:
     """Train words (lower-cased) first, then every other word of the vectors file; returns (vocab, trainable).
 
     The first `trainable` rows are fine-tuned; the vectors-only rows stay frozen, so a word first met at test time

@@ -22,6 +22,7 @@ import mlflow
 from ner.config import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the `ner` package (ner.__file__ is None in some editable installs)
+PARENT_RUN_ENV = "NER_PARENT_RUN_ID"  # set by a sweep for jobs that run outside its process: their parent run
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "mlflow"]
 
 
@@ -97,6 +98,9 @@ def run(
     """
     experiment_id = connect(cfg)
     nested = mlflow.active_run() is not None
+    parent_id = os.environ.get(PARENT_RUN_ENV)
+    if parent_id and not nested:  # a sweep job in another process or on another machine (ner/training/sweep.py)
+        tags = {**tags, "mlflow.parentRunId": parent_id}
     if run_id is not None:
         active = mlflow.start_run(run_id=run_id, nested=nested)
         mlflow.set_tag("resumed", "true")
@@ -174,26 +178,3 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(
             f"tracking.uri={uri} is not reachable ({err}); start the server or pass another tracking.uri"
         ) from None
-
-
-class MetricLog:
-    """Per-epoch metrics that survive a tracking store going away mid-run: buffered, retried, never fatal."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[dict[str, float], int]] = []
-        self.warned = False
-
-    def log(self, values: dict[str, float], step: int) -> None:
-        self.pending.append((values, step))
-        self.flush()
-
-    def flush(self) -> None:
-        try:
-            while self.pending:
-                values, step = self.pending[0]
-                mlflow.log_metrics(values, step=step)
-                self.pending.pop(0)
-        except Exception as err:  # noqa: BLE001 - any store failure must not stop training
-            if not self.warned:
-                print(f"warning: tracking store unavailable ({err}); metrics are kept and retried", flush=True)
-                self.warned = True

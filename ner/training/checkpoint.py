@@ -35,7 +35,9 @@ def folder(root: str | Path | None, run_id: str) -> Path:
     return base.resolve() / run_id
 
 
-def find_resumable(cfg: store.TrackingConfig, resume: str | None, checkpoint_root: str | None) -> str | None:
+def find_resumable(
+    cfg: store.TrackingConfig, resume: str | None, checkpoint_root: str | None, params: dict[str, str] | None = None
+) -> str | None:
     """The run id to continue: `resume` itself, or for "last" the newest run of the experiment with a checkpoint."""
     if not resume:
         return None

@@ -27,7 +27,7 @@ from ner.data.vocab import EmbeddingsConfig, Vocab, build_word_vocab, coverage, 
 from ner.evaluation import metrics, report
 from ner.model.engine import Engine
 from ner.model.tagger import ModelConfig, Tagger
-from ner.tracking import store
+from ner.tracking import backlog, store
 from ner.training import checkpoint, gradients
 from ner.training.trainer import EpochResult, Stop, TrainerConfig, fit
 
@@ -57,10 +57,11 @@ class RunConfig:
     @classmethod
     def of(cls, cfg: DictConfig) -> RunConfig:
         """A `ConfigError` naming the key for any unknown key, mistyped value or value out of range."""
-        known = {"data", "model", "trainer", "tracking", "seed", "experiment", "hparams_search"}
+        known = {"data", "model", "trainer", "evaluation", "tracking", "seed", "experiment", "hparams_search"}
         unknown = [k for k in cfg if k not in known]
         if unknown:
-            raise ConfigError(f"unknown config key {', '.join(unknown)} (known: data, model, trainer, tracking, seed)")
+            known_keys = "data, model, trainer, evaluation, tracking, seed"
+            raise ConfigError(f"unknown config key {', '.join(unknown)} (known: {known_keys})")
         seed = cfg.seed
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ConfigError(f"seed={seed!r} is not a whole number")
@@ -88,7 +89,7 @@ def build(cfg: DictConfig | RunConfig):
         model_cfg = replace(model_cfg, context_tokens=0)
     vectors = read_vectors(emb_cfg.path) if emb_cfg.path else None
     train_tokens = corpus["train"]["tokens"]
-    words, trainable = build_word_vocab(train_tokens, vectors)
+    words, trainable = build_word_vocab(train_tokens, vectors, emb_cfg)
     if emb_cfg.freeze:
         trainable = 1  # only <pad> trains (and it is zero): every vector stays as loaded
     labels = schemes.labels_for(
@@ -122,7 +123,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "git_commit": store.git_commit(),
         "dataset_fingerprint": data_report.get("fingerprint", ""),
     }
-    resume_id = checkpoint.find_resumable(tracking_cfg, trainer_cfg.resume, trainer_cfg.checkpoint_dir)
+    params = store.flatten(OmegaConf.to_container(cfg, resolve=True))
+    resume_id = checkpoint.find_resumable(tracking_cfg, trainer_cfg.resume, trainer_cfg.checkpoint_dir, params)
     with store.run(tracking_cfg, name, tags, run_id=resume_id) as active:
         run_id = active.info.run_id
         if resume_id is None:
@@ -131,7 +133,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ckpt = checkpoint.folder(trainer_cfg.checkpoint_dir, run_id) / "last.pt"
         mlflow.set_tag("checkpoint", str(ckpt))
         dev_split = "validation" if "validation" in corpus else "train"
-        metric_log = store.MetricLog()
+        metric_log = backlog.MetricLog()
 
         def on_epoch(res: EpochResult) -> None:
             metric_log.log(_epoch_metrics(res), res.epoch)
