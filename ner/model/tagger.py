@@ -155,10 +155,11 @@ class Tagger(nn.Module):
         trainable = featurizer.trainable_words or len(featurizer.words)
         self.word_embed = nn.Embedding(trainable, word_dim, padding_idx=0)
         # vectors-only words: frozen, but saved with the weights (a persistent buffer)
-        self.register_buffer("frozen_words", torch.zeros(len(featurizer.words) - trainable, word_dim))
-        if embeddings is not None:
+        if embeddings is not None:  # the frozen rows share the matrix's memory: a big vectors file is held once
             self.word_embed.weight.data.copy_(torch.from_numpy(embeddings[:trainable]))
-            self.frozen_words.copy_(torch.from_numpy(embeddings[trainable:]))
+            self.register_buffer("frozen_words", torch.from_numpy(np.ascontiguousarray(embeddings[trainable:])))
+        else:
+            self.register_buffer("frozen_words", torch.zeros(len(featurizer.words) - trainable, word_dim))
         self.case_embed = nn.Embedding(len(CASINGS), cfg.case_dim, padding_idx=0) if cfg.case_dim else None
         self.char_encoder, char_out = self._char_encoder(cfg, len(featurizer.chars))
         dropout = SentenceDropout if cfg.variational_dropout else TokenDropout
