@@ -5,6 +5,7 @@ something (random weights hide ties and invalid sequences)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY, compose_train
@@ -133,3 +134,80 @@ def test_an_ensemble_of_copies_of_one_model_tags_like_that_model(trained):
     other, _ = trained["crf-iob2"]
     with pytest.raises(ValueError, match="cannot be averaged"):
         Averaged([model, other])
+
+
+def test_strict_mode_scores_the_softmax_models_own_sequences_and_counts_the_invalid_ones(trained):
+    from ner.evaluation import metrics
+
+    model, test = trained["softmax-bioes"]
+    engine = Engine(model)
+    tagged = engine.tag_sentences(test.tokens, test.documents)
+    pred, own = tagged.tags(engine.labels), tagged.tags(engine.labels, own=True)
+    assert pred == engine.predict(test.tokens, test.documents)  # what is output: read the conlleval way
+    itos = model.featurizer.labels.itos
+    raw = [[itos[i] for i in model.decode(model.featurizer.encode([s]).batch([0]))[0]] for s in test.tokens]
+    assert tagged.invalid.tolist() == [i for i, seq in enumerate(raw) if not schemes.is_valid(seq, "bioes")]
+    assert own == [
+        [schemes.split_tag(t)[1] and f"{'B' if t[0] in 'BS' else 'I'}-{t[2:]}" or "O" for t in seq] for seq in raw
+    ]  # label by label, never repaired
+    scores = metrics.score(test.gold, pred, own, invalid=len(tagged.invalid))
+    assert scores["invalid_predicted_sequences"] > 0
+    assert scores["f1_strict"] != scores["f1"]
+
+
+def test_the_constrained_crf_has_no_invalid_sequence_so_both_modes_agree(trained):
+    from ner.evaluation import metrics
+
+    for name in ("crf-bioes", "crf-iob2", "crf-context"):
+        model, test = trained[name]
+        engine = Engine(model)
+        tagged = engine.tag_sentences(test.tokens, test.documents)
+        assert len(tagged.invalid) == 0
+        scores = metrics.score(test.gold, tagged.tags(engine.labels), tagged.tags(engine.labels, own=True), 0)
+        assert scores["f1_strict"] == scores["f1"]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_entity_gets_a_score_between_0_and_1_and_scores_change_no_tag(trained, name):
+    model, test = trained[name]
+    engine = Engine(model, batch_size=7, max_tokens=120)
+    plain = engine.tag_sentences(test.tokens, test.documents)
+    scored = engine.tag_sentences(test.tokens, test.documents, scores=True)
+    assert (scored.iob2 == plain.iob2).all() and (scored.first == plain.first).all()
+    assert len(scored.score) == len(scored.first) > 10
+    assert ((scored.score >= 0) & (scored.score <= 1)).all()
+    assert scored.score.std() > 0.01  # scores tell entities apart
+    cut = float(np.median(scored.score))
+    kept = scored.at_least(cut, engine.labels)
+    assert (kept.score >= cut).all() and len(kept.first) == int((scored.score >= cut).sum()) < len(scored.first)
+    dropped = [(a, b) for a, b, s in zip(scored.first, scored.stop, scored.score, strict=True) if s < cut]
+    assert all((kept.iob2[a:b] == engine.labels.iob2_id["O"]).all() for a, b in dropped)
+
+
+def test_calibration_lowers_the_dev_nll_and_the_saved_model_keeps_its_temperature(trained, tmp_path):
+    from ner.evaluation.calibration import fit_temperature
+
+    model, test = trained["crf-bioes"]
+    engine = Engine(model)
+    temperature = fit_temperature(engine, test.tokens, test.gold, test.documents)
+    label_id = model.featurizer.labels.stoi
+    gold = [[label_id[t] for t in schemes.convert(g, "bioes")] for g in test.gold]
+
+    def nll(t: float) -> float:
+        total = 0.0
+        for positions, emissions, mask in engine.emissions(test.tokens, test.documents):
+            flat = torch.tensor([t_ for seq in gold for t_ in seq])[positions]
+            tags = torch.zeros(mask.shape, dtype=torch.long)
+            tags[mask] = flat
+            total += float(model.chain.nll(emissions, tags, mask, temperature=t).sum())
+        return total
+
+    assert nll(temperature) <= min(nll(1.0), nll(temperature * 1.3), nll(temperature / 1.3)) + 1e-6
+    model.temperature = temperature
+    try:
+        model.save(tmp_path / "tagger")
+        assert Tagger.load(tmp_path / "tagger").temperature == pytest.approx(temperature)
+        before = Engine(Tagger.load(tmp_path / "tagger")).tag_sentences(test.tokens, scores=True).score
+        assert (before == Engine(model).tag_sentences(test.tokens, scores=True).score).all()  # applied when tagging
+    finally:
+        model.temperature = 1.0

@@ -132,10 +132,19 @@ def test_a_run_logs_config_metrics_artifacts_and_model(trained_run):
         "config.yaml",
         "data_report.json",
         "test_predictions.conll",
-        "test_classification_report.txt",
+        "test_scores.md",
+        "test_errors.md",
+        "test_errors.png",
+        "test_errors.html",
+        "test_thresholds.md",
+        "test_reliability.png",
+        "test_threshold_curve.png",
         "test_confusion.png",
         "gradients",
     } <= names
+    for key in ("test_ece", "test_ece_uncalibrated", "test_invalid_predicted_sequences", "temperature"):
+        assert key in run.data.metrics
+    assert run.data.metrics["test_invalid_predicted_sequences"] == 0  # the constrained CRF
     assert run.data.tags["mlflow.runName"] == "bilstm-crf-s1"
     assert run.data.tags["dataset_fingerprint"]
     report = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/data_report.json"))

@@ -1,35 +1,44 @@
 """Entity-level scores with seqeval's entity readers, on IOB2 tags: over a whole split, or streamed chunk by chunk.
 
-The headline is seqeval's default mode, which reads tags the way conlleval does (so numbers compare with the
-papers); strict IOB2 mode is reported beside it, and the gap between the two is the count of predicted
-sequences that are not valid IOB2 (a CRF with constrained transitions has none).
+Two modes, two inputs (README, "What the scores count"):
+
+- default (the headline): seqeval's default mode, which reads tags the way conlleval does, on the tags as the
+  project outputs them: a sequence the model's scheme forbids (only a softmax head produces one) is read the
+  conlleval way, e.g. `O I-PER` is a PER entity. This is the number papers report.
+- strict: seqeval's strict IOB2 mode on the model's own tags, mapped label by label to IOB2 (BIOES E- -> I-,
+  S- -> B-) and never repaired: an entity counts only if the model wrote it validly. With the constrained CRF
+  both modes agree (it cannot write an invalid sequence); with a softmax head strict is lower, and
+  `invalid_predicted_sequences` counts the sentences whose tags the model's scheme forbids.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
-from seqeval.metrics import classification_report
-from seqeval.scheme import IOB2
-
 from ner.data import schemes
 
 
-def score(gold: list[list[str]], pred: list[list[str]]) -> dict[str, float]:
-    """Micro P/R/F1 (default and strict mode, in %) and per-type F1, all from IOB2 tag strings, plus the number of
-    predicted sentences that are not valid IOB2. The same counting as `Scorer`, over one whole split."""
+def score(
+    gold: list[list[str]], pred: list[list[str]], own: list[list[str]] | None = None, invalid: int | None = None
+) -> dict[str, float]:
+    """Micro P/R/F1 in %: default mode on `pred`, strict mode on `own` (the model's unrepaired tags; default
+    `pred`), per-type F1 (default mode), and `invalid_predicted_sequences`: `invalid` when the caller knows it
+    (the engine counts what the model's own scheme forbids), else the sentences of `own` that are not valid IOB2."""
+    own = pred if own is None else own
     scorer = Scorer()
-    scorer.add(gold, pred)
+    scorer.add(gold, pred, own)
     out = scorer.scores()
-    out["invalid_predicted_sequences"] = float(sum(not schemes.is_valid(seq, "iob2") for seq in pred))
+    if invalid is None:
+        invalid = sum(not schemes.is_valid(seq, "iob2") for seq in own)
+    out["invalid_predicted_sequences"] = float(invalid)
     return out
 
 
-def report(gold: list[list[str]], pred: list[list[str]]) -> str:
-    """seqeval's per-type table in both modes, as text for an artifact."""
-    default = classification_report(gold, pred, digits=4, zero_division=0)
-    strict = classification_report(gold, pred, digits=4, mode="strict", scheme=IOB2, zero_division=0)
-    return f"seqeval default mode (conlleval-compatible)\n{default}\nseqeval strict IOB2 mode\n{strict}"
+def report(gold: list[list[str]], pred: list[list[str]], own: list[list[str]] | None = None) -> str:
+    """Per-type precision, recall, F1 (in %) and support in both modes, as a Markdown table for an artifact."""
+    scorer = Scorer()
+    scorer.add(gold, pred, own)
+    return scorer.table()
 
 
 class Scorer:
@@ -41,14 +50,14 @@ class Scorer:
         self.counts = {"": Counter(), "_strict": Counter()}  # (type, "tp" | "pred" | "true") -> count
         self.used = False
 
-    def add(self, gold: list[list[str]], pred: list[list[str]]) -> None:
-        """Count the entities of a chunk's aligned gold and predicted IOB2 sentences."""
+    def add(self, gold: list[list[str]], pred: list[list[str]], own: list[list[str]] | None = None) -> None:
+        """Count the entities of a chunk's aligned gold and predicted IOB2 sentences (`own`: see `score`)."""
         from seqeval.metrics.sequence_labeling import get_entities
 
         self.used = True
         for mode, true, guess in (
             ("", set(get_entities(gold)), set(get_entities(pred))),
-            ("_strict", _strict_entities(gold), _strict_entities(pred)),
+            ("_strict", _strict_entities(gold), _strict_entities(pred if own is None else own)),
         ):
             counts = self.counts[mode]
             counts.update((e[0], "true") for e in true)
@@ -67,6 +76,20 @@ class Scorer:
             c = self.counts[""]
             out[f"f1_{typ}"] = _prf(c[(typ, "tp")], c[(typ, "pred")], c[(typ, "true")])[2]
         return out
+
+    def table(self) -> str:
+        """Markdown: per type and micro average, P/R/F1 in % and the gold count, default then strict mode."""
+        lines = ["| mode | type | precision | recall | f1 | gold entities |", "|---|---|---|---|---|---|"]
+        for mode, name in (("", "default"), ("_strict", "strict")):
+            counts = self.counts[mode]
+            for typ in [*sorted({t for t, _ in counts}), None]:
+                tp, pred, true = (
+                    counts[(typ, kind)] if typ else sum(v for (_, k), v in counts.items() if k == kind)
+                    for kind in ("tp", "pred", "true")
+                )
+                p, r, f = _prf(tp, pred, true)
+                lines.append(f"| {name} | {typ or 'all (micro)'} | {p:.2f} | {r:.2f} | {f:.2f} | {true} |")
+        return "\n".join(lines) + "\n"
 
 
 def _strict_entities(sentences: list[list[str]]) -> set[tuple]:

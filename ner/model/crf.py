@@ -7,6 +7,8 @@ B-LOC -> I-PER, ...) are masked out in training and decoding alike, so the model
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -72,12 +74,36 @@ class CRF(nn.Module):
             self.transitions.masked_fill(~self.trans_ok, NEG),
         )
 
-    def nll(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def nll(
+        self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
         """Negative log-likelihood per sentence, (B,). emissions (B, T, K); tags, mask (B, T); mask[:, 0] all true."""
         start, end, trans = self._scores()
+        if temperature != 1.0:  # calibration (ner/evaluation/calibration.py): every score divided by it
+            emissions, start, end, trans = (x / temperature for x in (emissions, start, end, trans))
         return self._log_partition(emissions, mask, start, end, trans) - self._path_score(
             emissions, tags, mask, start, end, trans
         )
+
+    @torch.no_grad()
+    def span_probs(
+        self, emissions: torch.Tensor, mask: torch.Tensor, spans: Spans, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """P(the tags of each span are exactly `spans.tags`, and the tag after it is not `spans.stop_before`) under
+        this CRF with every score divided by `temperature`: a span's marginal, by forward-backward over the whole
+        sentence (not a product of per-token maxima). With zero transitions and no constraints (`independent`)
+        this is the product of the per-token softmax probabilities, which is what a softmax head gives.
+
+        emissions (B, T, K), mask (B, T); returns (N,) probabilities in [0, 1], one per span.
+        """
+        start, end, trans = (x / temperature for x in self._scores())
+        scores = emissions.float().masked_fill(~mask.unsqueeze(2), 0.0) / temperature, start, end, trans
+        forward = _Forward(mask, *scores)
+        betas = forward.betas() if forward.ok else None
+        if betas is None or not bool(torch.isfinite(betas).all()):
+            forward = _Forward(mask, *(x.double() for x in scores))
+            betas = forward.betas()
+        return _span_probs(forward, betas, spans).clamp(0.0, 1.0).float()
 
     def _path_score(self, emissions, tags, mask, start, end, trans) -> torch.Tensor:
         maskf = mask.to(emissions.dtype)
@@ -106,6 +132,55 @@ class CRF(nn.Module):
                 prev = backpointers[t - 1].gather(1, cur.unsqueeze(1)).squeeze(1)
                 cur = torch.where(mask[:, t], prev, cur)
         return out
+
+
+def independent(num_tags: int) -> CRF:
+    """A CRF with zero transitions and nothing forbidden: its distribution is the per-token softmax, so a softmax
+    head's span probabilities and temperature come from the same code as the CRF's."""
+    return CRF(num_tags).requires_grad_(False)
+
+
+@dataclass
+class Spans:
+    """N spans to score, as the model's own tags: `row` of the batch, first position `start`, `tags` (N, L) padded
+    with -1 past each span's length, and the tag the next position must not have (`stop_before`, -1 for none: in
+    IOB2 an I- of the same type would make the entity longer; in BIOES the E-/S- tag already ends it)."""
+
+    row: torch.Tensor  # (N,) long
+    start: torch.Tensor  # (N,) long
+    tags: torch.Tensor  # (N, L) long, -1 = past the span
+    stop_before: torch.Tensor  # (N,) long, -1 = none
+
+
+def _span_probs(f: _Forward, betas: torch.Tensor, spans: Spans) -> torch.Tensor:
+    """alpha(first tag) x the chain of scaled steps inside the span x beta(last tag), in the scaled space of
+    `_Forward`, where alphas * betas are the tag marginals; every factor is a probability-space number."""
+    n, width = spans.tags.shape
+    if not n:
+        return betas.new_zeros(0)
+    steps = torch.arange(width, device=spans.tags.device)
+    inside = spans.tags >= 0
+    length = inside.sum(1)
+    pos = (spans.start[:, None] + steps).clamp(max=f.alphas.size(1) - 1)
+    rows = spans.row[:, None].expand(-1, width)
+    tags = spans.tags.clamp(min=0)
+    prob = f.alphas[spans.row, spans.start, tags[:, 0]]
+    if width > 1:
+        step = f.exp_trans[tags[:, :-1], tags[:, 1:]] * f.probs[rows[:, 1:], pos[:, 1:], tags[:, 1:]]
+        step = step / f.norms[rows[:, 1:], pos[:, 1:]]
+        prob = prob * torch.where(inside[:, 1:], step, torch.ones_like(step)).prod(1)
+    last = length - 1
+    last_pos, last_tag = spans.start + last, tags[torch.arange(n), last]
+    beta = betas[spans.row, last_pos, last_tag]
+    nxt = last_pos + 1
+    has_next = (spans.stop_before >= 0) & (nxt < f.lengths[spans.row])
+    if bool(has_next.any()):
+        r, p, t = spans.row[has_next], nxt[has_next], last_tag[has_next]
+        into = f.exp_trans[t] * f.probs[r, p] * betas[r, p] / f.norms[r, p, None]  # (M, K): each next tag's share
+        into[torch.arange(len(r)), spans.stop_before[has_next]] = 0.0
+        beta = beta.clone()
+        beta[has_next] = into.sum(1)
+    return prob * beta
 
 
 class LogPartition(torch.autograd.Function):

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ner.data import schemes
 from ner.data.batching import bucketed, context_runs
-from ner.model.crf import allowed_transitions
+from ner.model.crf import Spans, allowed_transitions
 from ner.model.tagger import Tagger
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -59,20 +60,39 @@ class Engine:
         """IOB2 tags of every sentence, in order. `documents` (one id per sentence, consecutive sentences of a
         document sharing it) lets a model trained with document context read each sentence with its neighbours,
         as it was trained; the tags still come back per sentence, so scores count sentences as without context."""
+        return self.tag_sentences(sentences, documents, precision).tags(self.labels)
+
+    def tag_sentences(
+        self,
+        sentences: Sequence[list[str]],
+        documents: Sequence[int] | None = None,
+        precision: str = "fp32",
+        scores: bool = False,
+    ) -> Tagged:
+        """`tag` for a list of token lists (what training's scoring passes)."""
         lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
         words = [w for sent in sentences for w in sent]
-        ids = self.iob2_ids(words, lengths, None if documents is None else _run_lengths(documents), precision)
-        tags = self.labels.names(ids)
-        bounds = token_bounds(lengths).tolist()
-        return [tags[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return self.tag(words, lengths, None if documents is None else _run_lengths(documents), precision, scores)
 
     def iob2_ids(
         self, words: list[str], lengths: np.ndarray, doc_sents: Sequence[int] | None = None, precision: str = "fp32"
     ) -> np.ndarray:
-        """IOB2 label ids (`self.labels.iob2`) of every token of `words`, split into sentences by `lengths`;
-        `doc_sents` gives the sentences per document (document context), None: every sentence stands alone."""
+        """IOB2 label ids (`self.labels.iob2`) of every token: `tag(...).iob2`."""
+        return self.tag(words, lengths, doc_sents, precision).iob2
+
+    def tag(
+        self,
+        words: list[str],
+        lengths: np.ndarray,
+        doc_sents: Sequence[int] | None = None,
+        precision: str = "fp32",
+        scores: bool = False,
+    ) -> Tagged:
+        """Tags and entities of every token of `words`, split into sentences by `lengths`; `doc_sents` gives the
+        sentences per document (document context), None: every sentence stands alone. With `scores`, each entity
+        also gets its probability under the model (`CRF.span_probs`, at the model's calibrated temperature)."""
         if not words:
-            return np.zeros(0, dtype=np.int64)
+            return Tagged.empty(lengths, scores)
         dtype = DTYPES[resolve_precision(precision, str(self.device))]
         was_training = self.tagger.training
         self.tagger.eval()
@@ -81,13 +101,10 @@ class Engine:
                 tick = time.perf_counter()
                 form_of, features = self._features(words)
                 self.seconds["features"] += time.perf_counter() - tick
-                model_ids = self._predict(form_of, features, self._sequence_lengths(lengths, doc_sents), dtype)
+                seq_lengths = self._sequence_lengths(lengths, doc_sents)
+                return self._predict(form_of, features, seq_lengths, lengths, dtype, scores)
         finally:
             self.tagger.train(was_training)
-        tick = time.perf_counter()
-        out = self.labels.to_iob2(model_ids, lengths)
-        self.seconds["decode"] += time.perf_counter() - tick
-        return out
 
     def _sequence_lengths(self, lengths: np.ndarray, doc_sents: Sequence[int] | None) -> np.ndarray:
         """Tokens per sequence the model reads: one sentence each, or runs of them (`batching.context_runs`)."""
@@ -105,29 +122,154 @@ class Engine:
         form_of = np.fromiter(map(index.__getitem__, words), dtype=np.int64, count=len(words))
         return form_of, self.tagger.form_features(self.tagger.featurizer.form_table(forms), self.device)
 
-    def _predict(self, form_of: np.ndarray, features: torch.Tensor, lengths: np.ndarray, dtype) -> np.ndarray:
-        """Model label ids of every token: length-bucketed batches, each embedded, encoded and decoded at once."""
-        out = np.zeros(len(form_of), dtype=np.int64)
-        first = token_bounds(lengths)[:-1]
-        for index in bucketed(lengths.tolist(), self.batch_size, max_tokens=self.max_tokens):
+    def _predict(
+        self, form_of: np.ndarray, features: torch.Tensor, seq_lengths: np.ndarray, lengths: np.ndarray, dtype, scores
+    ) -> Tagged:
+        """Each batch decoded at once; its sentences are read into IOB2 and entities (and scored) while its tag
+        scores are at hand."""
+        out = _Collector(len(form_of), lengths)
+        chain = self.tagger.chain if scores else None
+        for positions, emissions, mask in self._batches(form_of, features, seq_lengths, dtype):
+            tick = time.perf_counter()
+            valid = mask.cpu().numpy()
+            best = self.tagger.best_ids(emissions, mask).cpu().numpy()
+            batch = out.add(positions, best[valid], self.labels)
+            self.seconds["decode"] += time.perf_counter() - tick
+            if chain is not None:
+                tick = time.perf_counter()
+                rows, cols = np.nonzero(valid)
+                spans = self.labels.model_spans(batch.iob2, batch.first, batch.stop, rows, cols, self.device)
+                out.scores.append(chain.span_probs(emissions, mask, spans, self.tagger.temperature).cpu().numpy())
+                self.seconds["scores"] += time.perf_counter() - tick
+        return out.result(scores)
+
+    def emissions(
+        self, sentences: Sequence[list[str]], documents: Sequence[int] | None = None
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+        """(flat token positions of the batch's real tokens, tag scores (B, T, K), mask (B, T)) batch by batch, in
+        float32: what calibration fits its temperature on (`ner.evaluation.calibration`)."""
+        lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
+        words = [w for sent in sentences for w in sent]
+        if not words:
+            return
+        was_training = self.tagger.training
+        self.tagger.eval()
+        try:
+            with torch.inference_mode():
+                form_of, features = self._features(words)
+                seq_lengths = self._sequence_lengths(lengths, None if documents is None else _run_lengths(documents))
+                yield from self._batches(form_of, features, seq_lengths, torch.float32)
+        finally:
+            self.tagger.train(was_training)
+
+    def _batches(
+        self, form_of: np.ndarray, features: torch.Tensor, seq_lengths: np.ndarray, dtype
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+        """Length-bucketed batches of the sequences the model reads, each embedded and encoded at once."""
+        first = token_bounds(seq_lengths)[:-1]
+        for index in bucketed(seq_lengths.tolist(), self.batch_size, max_tokens=self.max_tokens):
             index = np.asarray(index)
-            index = index[lengths[index] > 0]
+            index = index[seq_lengths[index] > 0]
             if not len(index):
                 continue
             tick = time.perf_counter()
-            lens = lengths[index]
+            lens = seq_lengths[index]
             steps = np.arange(int(lens.max()))
             valid = steps < lens[:, None]
             where = np.minimum(first[index, None] + steps, len(form_of) - 1)
             forms = torch.from_numpy(np.where(valid, form_of[where], 0)).to(self.device)
             x = features.index_select(0, forms.reshape(-1)).view(*forms.shape, -1)  # (B, T, D); faster than x[forms]
             emissions = self.tagger.score(x, torch.from_numpy(lens), dtype)
-            tock = time.perf_counter()
-            best = self.tagger.best_ids(emissions, torch.from_numpy(valid).to(self.device)).cpu().numpy()
-            out[where[valid]] = best[valid]
-            self.seconds["model"] += tock - tick
-            self.seconds["decode"] += time.perf_counter() - tock
-        return out
+            self.seconds["model"] += time.perf_counter() - tick
+            yield where[valid], emissions, torch.from_numpy(valid).to(self.device)
+
+
+@dataclass
+class Tagged:
+    """What the engine says about a flat list of tokens (split into sentences by the caller's lengths).
+
+    iob2: IOB2 label ids of every token; a sentence the model's scheme forbids (possible only with a softmax head)
+        is read the way conlleval reads it. What `ner.tag` writes and the default (conlleval) score counts.
+    own: the model's own tags mapped label by label to IOB2 (BIOES E- -> I-, S- -> B-), never repaired: what
+        seqeval's strict mode is scored on, so an invalid sequence costs there what it should.
+    invalid: indices of the sentences whose tags the model's scheme forbids (always none for the constrained CRF).
+    first, stop: each entity of `iob2`, by its first token and its end (exclusive), in token order.
+    score: each entity's probability (`CRF.span_probs`), or None when scores were not asked for.
+    """
+
+    iob2: np.ndarray
+    own: np.ndarray
+    invalid: np.ndarray
+    first: np.ndarray
+    stop: np.ndarray
+    score: np.ndarray | None
+    lengths: np.ndarray  # tokens per sentence
+
+    @classmethod
+    def empty(cls, lengths: np.ndarray, scores: bool) -> Tagged:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(none, none, none, none, none, np.zeros(0, dtype=np.float32) if scores else None, lengths)
+
+    def tags(self, labels: LabelMap, own: bool = False) -> list[list[str]]:
+        """IOB2 tag strings per sentence: the tags as read (default), or the model's `own`."""
+        names = labels.names(self.own if own else self.iob2)
+        bounds = token_bounds(self.lengths).tolist()
+        return [names[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def at_least(self, min_score: float, labels: LabelMap) -> Tagged:
+        """Only the entities scored at or above `min_score`; the tokens of the others become O."""
+        if self.score is None or min_score <= 0 or not len(self.score):
+            return self
+        keep = self.score >= min_score
+        iob2 = self.iob2.copy()
+        for a, b in zip(self.first[~keep].tolist(), self.stop[~keep].tolist(), strict=True):
+            iob2[a:b] = labels.iob2_id["O"]
+        return replace(self, iob2=iob2, first=self.first[keep], stop=self.stop[keep], score=self.score[keep])
+
+
+class _Collector:
+    """Fills a `Tagged` batch by batch: the batches come in length order, the result is in token order."""
+
+    def __init__(self, tokens: int, lengths: np.ndarray):
+        self.own = np.zeros(tokens, dtype=np.int64)
+        self.iob2 = np.zeros(tokens, dtype=np.int64)
+        self.sentence_of = np.repeat(np.arange(len(lengths)), lengths)
+        self.lengths = lengths
+        self.firsts: list[np.ndarray] = []
+        self.stops: list[np.ndarray] = []
+        self.invalid: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+
+    def add(self, positions: np.ndarray, ids: np.ndarray, labels: LabelMap) -> _Batch:
+        """A batch's tokens (global positions, whole sentences in order within each row) and model label ids."""
+        self.own[positions] = labels.direct[ids]
+        sentence = self.sentence_of[positions]
+        starts = np.flatnonzero(np.diff(sentence, prepend=-1))
+        lens = np.diff(np.append(starts, len(sentence)))
+        iob2, bad = labels.read(ids, lens)
+        self.iob2[positions] = iob2
+        self.invalid.append(sentence[starts[bad]])
+        first, stop = labels.spans(iob2, lens)
+        self.firsts.append(positions[first])
+        self.stops.append(positions[stop - 1] + 1)
+        return _Batch(iob2, first, stop)
+
+    def result(self, scores: bool) -> Tagged:
+        first = np.concatenate(self.firsts) if self.firsts else np.zeros(0, dtype=np.int64)
+        order = np.argsort(first, kind="stable")
+        stop = np.concatenate(self.stops)[order] if self.stops else first
+        score = None
+        if scores:
+            score = np.concatenate(self.scores)[order] if self.scores else np.zeros(0, dtype=np.float32)
+        invalid = np.sort(np.concatenate(self.invalid)) if self.invalid else np.zeros(0, dtype=np.int64)
+        return Tagged(self.iob2, self.own, invalid, first[order], stop, score, self.lengths)
+
+
+@dataclass
+class _Batch:
+    iob2: np.ndarray  # IOB2 ids of the batch's tokens, flat in row order
+    first: np.ndarray  # entities, as positions in that flat order
+    stop: np.ndarray
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -151,7 +293,13 @@ class LabelMap:
         # per-label mapping, exact for sequences the scheme allows (BIOES E- -> I-, S- -> B-)
         prefix_map = {"O": "O", "B": "B", "I": "I", "E": "I", "S": "B"}
         self.direct = np.asarray([self.iob2_id[_retag(tag, prefix_map)] for tag in labels], dtype=np.int64)
-        self.fast = scheme in ("iob2", "bioes")
+        model_id = {tag: i for i, tag in enumerate(labels)}
+
+        # per IOB2 B- label: the model's ids of that type's B-, I-, E-, S- (an entity written in the model's scheme)
+        def of_type(prefix: str) -> np.ndarray:
+            return np.asarray([model_id.get(f"{prefix}{t[1:]}", -1) if t[0] == "B" else -1 for t in self.iob2])
+
+        self.begin_of, self.inside_of, self.end_of, self.single_of = map(of_type, "BIES")
         start, end, trans = allowed_transitions(scheme, labels)
         self.start_ok, self.end_ok, self.trans_ok = start.numpy(), end.numpy(), trans.numpy()
         self.is_begin = np.asarray([t.startswith("B-") for t in self.iob2])
@@ -161,18 +309,40 @@ class LabelMap:
     def names(self, ids: np.ndarray) -> list[str]:
         return list(map(self.iob2.__getitem__, ids.tolist()))
 
-    def to_iob2(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """IOB2 ids of model label ids; sentences the scheme forbids are read like conlleval reads them."""
+    def read(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(IOB2 ids of model label ids, indices of the sentences the scheme forbids); those sentences are read
+        like conlleval reads them."""
         if not len(ids):
-            return ids
-        bad = self._invalid_sentences(ids, lengths) if self.fast else np.flatnonzero(lengths)
+            return ids, np.zeros(0, dtype=np.int64)
+        bad = self._invalid_sentences(ids, lengths)
         out = self.direct[ids]
         bounds = token_bounds(lengths)
         for s in bad.tolist():
             a, b = bounds[s], bounds[s + 1]
             tags = schemes.convert([self.model_labels[i] for i in ids[a:b].tolist()], "iob2")
             out[a:b] = [self.iob2_id[t] for t in tags]
-        return out
+        return out, bad
+
+    def model_spans(
+        self, iob2: np.ndarray, first: np.ndarray, stop: np.ndarray, rows: np.ndarray, cols: np.ndarray, device
+    ) -> Spans:
+        """The entities `first`..`stop` of flat IOB2 ids as the model's own tags (B- I-... or B- I-... E-, S-),
+        at (`rows`, `cols`) of the batch the flat positions came from: what `CRF.span_probs` scores."""
+        begin = iob2[first]
+        length = stop - first
+        width = int(length.max()) if len(length) else 1
+        tags = np.repeat(self.inside_of[begin][:, None], width, axis=1)
+        tags[:, 0] = self.begin_of[begin]
+        if self.scheme == "bioes":
+            multi = np.flatnonzero(length > 1)
+            tags[multi, length[multi] - 1] = self.end_of[begin[multi]]
+            tags[length == 1, 0] = self.single_of[begin[length == 1]]
+            stop_before = np.full(len(first), -1)
+        else:
+            stop_before = self.inside_of[begin]
+        tags[np.arange(width)[None, :] >= length[:, None]] = -1
+        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(device)  # noqa: E731
+        return Spans(as_tensor(rows[first]), as_tensor(cols[first]), as_tensor(tags), as_tensor(stop_before))
 
     def _invalid_sentences(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         bounds = token_bounds(lengths)

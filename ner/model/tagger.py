@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from ner import config
 from ner.data.batching import Batch, Featurizer, FormTable
 from ner.data.vocab import CASINGS
-from ner.model.crf import CRF, allowed_transitions
+from ner.model.crf import CRF, allowed_transitions, independent
 from ner.model.recurrent import run_padded
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -174,6 +174,7 @@ class Tagger(nn.Module):
         labels = featurizer.labels.itos
         self.proj = nn.Linear(cfg.hidden_size * (2 if cfg.bidirectional else 1), len(labels))
         self.crf = CRF(len(labels), allowed_transitions(scheme, labels)) if cfg.head == "crf" else None
+        self.temperature = 1.0  # fitted on dev after training (ner/evaluation/calibration.py); saved with the model
         self._low_precision: tuple | None = None  # (weights' identity, bf16 copies of the RNN weights), inference only
 
     @staticmethod
@@ -252,6 +253,12 @@ class Tagger(nn.Module):
         """Tag scores (B, T, K). `features` lets a caller pass embeddings it wants gradients for."""
         return self.score(self.embed(batch) if features is None else features, batch.lengths)
 
+    @property
+    def chain(self) -> CRF:
+        """The sequence model that span scores and the temperature come from: the CRF, or for a softmax head an
+        unconstrained CRF with zero transitions (the same distribution as the per-token softmax)."""
+        return self.crf if self.crf is not None else independent(self.proj.out_features).to(self.proj.weight.device)
+
     def best_ids(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Best tag ids (B, T): Viterbi under the constrained transitions, or the argmax for a softmax head."""
         return self.crf.decode(emissions, mask) if self.crf is not None else emissions.argmax(2)
@@ -275,7 +282,13 @@ class Tagger(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(self.state_dict(), folder / "weights.pt")
-        meta = {"format": 1, "model": asdict(self.cfg), "scheme": self.scheme, "vocab": self.featurizer.to_json()}
+        meta = {
+            "format": 1,
+            "model": asdict(self.cfg),
+            "scheme": self.scheme,
+            "vocab": self.featurizer.to_json(),
+            "temperature": self.temperature,
+        }
         (folder / "tagger.json").write_text(json.dumps(meta))
 
     @classmethod
@@ -291,4 +304,5 @@ class Tagger(nn.Module):
             cfg["word_dim"] = int(state["word_embed.weight"].shape[1])
         model = cls(ModelConfig(**cfg), Featurizer.from_json(meta["vocab"]), meta["scheme"])
         model.load_state_dict(state)
+        model.temperature = float(meta.get("temperature", 1.0))  # models saved before calibration existed: 1
         return model.to(device).eval()

@@ -13,8 +13,9 @@ worker processes, overlapping it with tokenising and writing (`prepare`, `tag_pr
 Record schema (one per document; `ner.tag` adds "source" and "doc"):
     {"text": str,
      "sentences": [{"start": int, "end": int, "tokens": [str], "offsets": [[start, end]], "tags": [IOB2 tag]}],
-     "entities": [{"text": str, "type": str, "start": int, "end": int}]}
+     "entities": [{"text": str, "type": str, "start": int, "end": int, "score": float}]}
 All offsets are character (code point) offsets into "text", end exclusive: `text[start:end] == entity["text"]`.
+"score" (with `scores=True`, the default) is the model's probability of that exact span with that type, in [0, 1].
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 
 from ner.data import schemes
 from ner.data.tokenize import sentences as split_sentences
-from ner.model.engine import PRECISIONS, Engine, LabelMap, resolve_precision, token_bounds
+from ner.model.engine import PRECISIONS, Engine, LabelMap, Tagged, resolve_precision, token_bounds
 from ner.model.tagger import Tagger
 
 __all__ = ["PRECISIONS", "Annotator", "Prepared", "gc_paused", "resolve_precision", "token_entities"]
@@ -53,6 +54,8 @@ class Annotator:
         precision: "fp32", or "bf16" to run the recurrent encoder in bfloat16 (about 2x faster on CPUs with
             AVX512-BF16 or AMX; tags can differ from fp32 on near ties), or "auto": bf16 where the CPU has it
             natively, else fp32. Holds the resolved choice after construction.
+        scores: Give every entity a "score": its probability under the model (`Engine.tag`).
+        min_score: Keep only entities scored at least this (their tokens' tags stay; the others' become O).
         seconds: Time spent per stage (tokenise, features, model, decode, records), summed over calls: where
             bulk tagging spends its time (`ner.tag` and `python -m benchmarks.tag` report it).
     """
@@ -63,6 +66,8 @@ class Annotator:
     max_sentence_tokens: int = MAX_SENTENCE_TOKENS
     device: str = "cpu"
     precision: str = "fp32"
+    scores: bool = True
+    min_score: float = 0.0
     engine: Engine = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -127,18 +132,23 @@ class Annotator:
             out.doc_sents.append(len(doc))
         return out
 
-    def tag_prepared(self, prepared: Prepared) -> np.ndarray:
-        """IOB2 label ids of every token of `prepared` (the engine step; `AnnotatorPool` runs it elsewhere)."""
-        return self.engine.iob2_ids(prepared.words, prepared.lengths, prepared.doc_sents, self.precision)
+    def tag_prepared(self, prepared: Prepared) -> Tagged:
+        """Tags and entities of every token of `prepared` (the engine step; `AnnotatorPool` runs it elsewhere)."""
+        p = prepared
+        return self.engine.tag(p.words, p.lengths, p.doc_sents, self.precision, scores=self.scores)
 
-    def finish(self, prepared: Prepared, ids: np.ndarray) -> list[dict]:
-        """The records of `prepared`, given the IOB2 ids of its tokens (the last step of `annotate`)."""
+    def finish(self, prepared: Prepared, tagged: Tagged | np.ndarray) -> list[dict]:
+        """The records of `prepared`, given what the engine said about its tokens (the last step of `annotate`)."""
         tick = time.perf_counter()
+        if isinstance(tagged, np.ndarray):  # IOB2 ids from a worker of `ner.tagging.pool`: entities without scores
+            lengths = prepared.lengths
+            first, stop = self.engine.labels.spans(tagged, lengths)
+            none = np.zeros(0, dtype=np.int64)
+            tagged = Tagged(tagged, tagged, none, first, stop, None, lengths)
+        tagged = tagged.at_least(self.min_score, self.engine.labels)
         with gc_paused():
             p = prepared
-            records = _build_records(
-                p.texts, p.words, p.starts, p.ends, p.lengths, p.doc_sents, ids, self.engine.labels
-            )
+            records = _build_records(p.texts, p.words, p.starts, p.ends, p.doc_sents, tagged, self.engine.labels)
         self.seconds["records"] += time.perf_counter() - tick
         return records
 
@@ -176,14 +186,15 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _build_records(texts, words, starts, ends, lengths, doc_sents, ids, labels: LabelMap) -> list[dict]:
-    """The records of a chunk from its flat token lists and IOB2 ids."""
+def _build_records(texts, words, starts, ends, doc_sents, tagged: Tagged, labels: LabelMap) -> list[dict]:
+    """The records of a chunk from its flat token lists and what the engine said about them."""
+    ids, first, stop = tagged.iob2, tagged.first, tagged.stop
     tags = labels.names(ids)
-    bounds = token_bounds(lengths).tolist()
-    first, stop = labels.spans(ids, lengths)
+    bounds = token_bounds(tagged.lengths).tolist()
     ent_start = [starts[i] for i in first.tolist()]
     ent_end = [ends[i - 1] for i in stop.tolist()]
     ent_type = [labels.types[i] for i in ids[first].tolist()]
+    ent_score = [round(x, 4) for x in tagged.score.tolist()] if tagged.score is not None else None
     doc_first = np.cumsum([0, *doc_sents]).tolist()  # first sentence of every document, plus the total
     doc_ents = np.searchsorted(first, [bounds[s] for s in doc_first]).tolist()  # first entity of every document
     records = []
@@ -205,6 +216,9 @@ def _build_records(texts, words, starts, ends, lengths, doc_sents, ids, labels: 
             {"text": text[s:e], "type": t, "start": s, "end": e}
             for s, e, t in zip(ent_start[e0:e1], ent_end[e0:e1], ent_type[e0:e1], strict=True)
         ]
+        if ent_score is not None:
+            for entity, score in zip(entities, ent_score[e0:e1], strict=True):
+                entity["score"] = score
         records.append({"text": text, "sentences": sentences, "entities": entities})
     return records
 
