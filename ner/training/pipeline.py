@@ -24,7 +24,7 @@ from ner.data import schemes
 from ner.data.batching import Featurizer
 from ner.data.corpus import DataConfig, Sentences, load_corpus
 from ner.data.vocab import EmbeddingsConfig, Vocab, build_word_vocab, coverage, init_embeddings, read_vectors
-from ner.evaluation import metrics, report
+from ner.evaluation.assess import EvaluationConfig, assess
 from ner.model.engine import Engine
 from ner.model.tagger import ModelConfig, Tagger
 from ner.tracking import backlog, store
@@ -51,6 +51,7 @@ class RunConfig:
     model: ModelConfig
     embeddings: EmbeddingsConfig
     trainer: TrainerConfig
+    evaluation: EvaluationConfig
     tracking: store.TrackingConfig
     seed: int
 
@@ -70,6 +71,7 @@ class RunConfig:
             model=checked(ModelConfig, cfg.model, "model", skip=("embeddings",)),
             embeddings=checked(EmbeddingsConfig, cfg.model.embeddings, "model.embeddings"),
             trainer=checked(TrainerConfig, cfg.trainer, "trainer"),
+            evaluation=checked(EvaluationConfig, cfg.get("evaluation", {}), "evaluation"),
             tracking=checked(store.TrackingConfig, cfg.tracking, "tracking"),
             seed=seed,
         )
@@ -158,7 +160,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         except Stop as stop:  # the command to continue, with this run's id
             raise Stop(f"{stop}; resume with trainer.resume={run_id}") from None
         metric_log.flush()
-        final = _evaluate(model, splits, trainer_cfg)
+        final = _evaluate(model, splits, run)
         final.update(
             {"best_epoch": result.best_epoch, "epochs": len(result.history), "train_minutes": result.seconds / 60}
         )
@@ -236,32 +238,19 @@ def _epoch_metrics(res: EpochResult) -> dict[str, float]:
     }
 
 
-def _evaluate(model: Tagger, splits: dict[str, Sentences], cfg: TrainerConfig) -> dict[str, float]:
-    """Score dev and test once with the best-on-dev weights; log report, predictions and confusion plot."""
-    final: dict[str, float] = {}
-    rows = {}
-    files = {}
-    engine = Engine(model, batch_size=cfg.eval_batch_size, device=cfg.device)
-    for split, prefix, short in (("validation", "best_dev", "dev"), ("test", "test", "test")):
-        if split not in splits:
-            continue
-        data = splits[split]
-        pred = engine.predict(data.tokens, data.documents)
-        scores = metrics.score(data.gold, pred)
-        rows[short] = scores
-        final.update({f"{prefix}_{k}": v for k, v in scores.items()})
-        files[f"{short}_classification_report.txt"] = metrics.report(data.gold, pred)
-        files[f"{short}_predictions.conll"] = report.conll_predictions(data.tokens, data.gold, pred)
-        with tempfile.TemporaryDirectory() as tmp:
-            report.confusion_plot(data.gold, pred, Path(tmp) / f"{short}_confusion.png", f"{short} (tokens)")
-            mlflow.log_artifact(str(Path(tmp) / f"{short}_confusion.png"))
-    keys = ["precision", "recall", "f1", "f1_strict"] + sorted(
-        k for k in rows.get("test", {}) if k.startswith("f1_") and k != "f1_strict"
-    )
-    files["scores.md"] = report.table(rows, keys)
-    store.log_texts(files)
-    print("\n" + files["scores.md"], flush=True)
-    return final
+def _evaluate(model: Tagger, splits: dict[str, Sentences], run: RunConfig) -> dict[str, float]:
+    """Calibrate, then score dev and test once with the best-on-dev weights; log the files a person reads."""
+    engine = Engine(model, batch_size=run.trainer.eval_batch_size, device=run.trainer.device)
+    train_words = [w for sent in splits["train"].tokens for w in sent]
+    with tempfile.TemporaryDirectory() as tmp:
+        found = assess(engine, splits, run.evaluation, train_words, Path(tmp))
+        for image in found.images:
+            mlflow.log_artifact(str(image))
+    store.log_texts(found.files)
+    print("\n" + found.files["scores.md"], flush=True)
+    if run.evaluation.calibrate:
+        print(f"entity scores calibrated on dev: temperature {found.temperature:.3f}", flush=True)
+    return found.metrics
 
 
 def _description(final: dict[str, float]) -> str:
