@@ -177,5 +177,5 @@ def test_the_readme_ui_command_serves_the_project_store(project_store):
         status, body = http(f"{base}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=dev_f1")
         assert [m["step"] for m in json.loads(body)["metrics"]] == [1, 2]
         status, body = http(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}")
-        assert status == 200 and "test_predictions.conll" in {f["path"] for f in json.loads(body)["files"]}
+        assert status == 200 and "test_predictions.conll.txt" in {f["path"] for f in json.loads(body)["files"]}
     assert port_closed(port), "the UI still listens after it was stopped"

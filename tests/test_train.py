@@ -131,7 +131,7 @@ def test_a_run_logs_config_metrics_artifacts_and_model(trained_run):
     assert {
         "config.yaml",
         "data_report.json",
-        "test_predictions.conll",
+        "test_predictions.conll.txt",
         "test_scores.md",
         "test_errors.md",
         "test_errors.png",
@@ -146,6 +146,9 @@ def test_a_run_logs_config_metrics_artifacts_and_model(trained_run):
         assert key in run.data.metrics
     assert run.data.metrics["test_invalid_predicted_sequences"] == 0  # the constrained CRF
     assert run.data.tags["mlflow.runName"] == "bilstm-crf-s1"
+    assert run.data.params["model.word_dim"] == "5"  # the vectors' size, not the config's 100
+    assert run.data.params["data_size.train.sentences"] == str(report_sentences(run_id))
+    assert not [k for k in run.data.metrics if k.startswith("data_")]  # counts live in data_report.json and params
     assert run.data.tags["dataset_fingerprint"]
     report = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/data_report.json"))
     assert 0 < report["vectors"]["train"]["token_coverage"] < 1
@@ -248,3 +251,20 @@ def test_a_redirected_run_prints_a_line_per_epoch_and_leaves_no_outputs_folder(t
     assert "\r" not in out and "INFO" not in out and "Downloading" not in out and "Warning" not in out, out
     assert [line[:9] for line in out.splitlines() if line.startswith("epoch")] == ["epoch   1", "epoch   2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "mlruns"]  # no outputs/DATE/TIME, no train.log
+
+
+def report_sentences(run_id: str) -> int:
+    return json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/data_report.json"))["splits"]["train"]["sentences"]
+
+
+def test_a_run_is_named_by_what_sets_it_apart_from_the_defaults():
+    from ner.model.tagger import ModelConfig
+    from ner.training.pipeline import run_name
+
+    assert run_name(ModelConfig(), 1) == "bilstm-crf-s1"
+    gru = ModelConfig(cell="gru", bidirectional=False)
+    overrides = ["experiment=full_budget", "model.cell=gru", "model.hidden_size=400", "seed=2", "tracking.uri=x"]
+    assert run_name(gru, 2, overrides) == "gru-crf full_budget hidden_size=400 s2"
+    assert run_name(ModelConfig(), 1, ["data=wnut17", "trainer.threads=2", "data.path=/a/b/mydata"]) == (
+        "bilstm-crf wnut17 path=mydata s1"
+    )

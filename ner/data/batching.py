@@ -27,6 +27,7 @@ class Featurizer:
     chars: Vocab
     labels: Vocab  # tags in the training scheme; no padding entry: id 0 is "O"
     trainable_words: int = 0  # words[:trainable_words] are fine-tuned, the rest (vectors only) frozen; 0 = all
+    training_words: int = 0  # words[:training_words] occur in the training data (error analysis); 0 = not known
     _char_table: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def encode(
@@ -85,11 +86,13 @@ class Featurizer:
             "chars": self.chars.itos,
             "labels": self.labels.itos,
             "trainable_words": self.trainable_words,
+            "training_words": self.training_words,
         }
 
     @classmethod
     def from_json(cls, data: dict) -> Featurizer:
-        return cls(Vocab(data["words"]), Vocab(data["chars"]), Vocab(data["labels"]), data["trainable_words"])
+        vocabs = (Vocab(data["words"]), Vocab(data["chars"]), Vocab(data["labels"]))
+        return cls(*vocabs, data["trainable_words"], data.get("training_words", 0))
 
 
 @dataclass

@@ -77,7 +77,7 @@ def assess(engine: Engine, splits: dict, cfg: EvaluationConfig, train_words: Seq
                 f"{short}_scores.md": metrics.report(data.gold, pred, own),
                 f"{short}_errors.md": errors.markdown(cfg.error_examples),
                 f"{short}_thresholds.md": calibration.threshold_table(after),
-                f"{short}_predictions.conll": report.conll_predictions(data.tokens, data.gold, pred),
+                f"{short}_predictions.conll.txt": report.conll_predictions(data.tokens, data.gold, pred),
             }
         )
         errors.plot(folder / f"{short}_errors.png", f"{short}: entity outcomes per type")

@@ -65,6 +65,8 @@ class ErrorReport:
     errors: Counter = field(default_factory=Counter)  # (outcome, gold text/type, predicted type) -> count
     examples: dict[tuple, str] = field(default_factory=dict)
 
+    seen: set[str] | None = None  # the training data's words, normalised; None: no seen/unseen split
+
     @classmethod
     def of(
         cls,
@@ -74,11 +76,14 @@ class ErrorReport:
         train_words: Iterable[str] | None = None,
     ) -> ErrorReport:
         """`train_words`: the training data's words (compared lower-cased, digits as in the vocabulary)."""
-        report = cls()
-        seen = {normalise(w) for w in train_words} if train_words is not None else None
-        for f in findings(gold, pred):
-            report._add(f, tokens[f.sentence], seen)
+        report = cls(seen={normalise(w) for w in train_words} if train_words is not None else None)
+        report.add(tokens, gold, pred)
         return report
+
+    def add(self, tokens: Sequence[list[str]], gold: Sequence[list[str]], pred: Sequence[list[str]]) -> None:
+        """Count one more batch of sentences (`ner.tag` adds a large CoNLL input chunk by chunk)."""
+        for f in findings(gold, pred):
+            self._add(f, tokens[f.sentence], self.seen)
 
     def _add(self, f: Finding, tokens: list[str], seen: set[str] | None) -> None:
         entity = f.gold or f.pred

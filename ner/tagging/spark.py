@@ -71,7 +71,7 @@ DOCUMENTS = "source string, doc bigint, text string, error string, replaced bool
 RECORDS = (  # the JSONL record (ner/tagging/files.py) plus error: the Parquet output's columns
     "source string, doc bigint, text string, sentences array<struct<start:int, end:int, tokens:array<string>,"
     " offsets:array<array<int>>, tags:array<string>>>, entities array<struct<text:string, type:string, start:int,"
-    " end:int>>, error string"
+    " end:int, score:double>>, error string"
 )
 # local[N]: the driver's JVM is the executor, on the cores the Python workers tag on, and it only schedules and
 # moves Arrow batches, so C2's compiling never pays back: with C1 alone it used 9-10 CPU-seconds per run of

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,9 +69,45 @@ def connect(cfg: TrackingConfig) -> str:
     with _sqlite_init_lock(uri):
         exp = mlflow.get_experiment_by_name(cfg.experiment)
         if exp is not None:
+            if f"mlflow.sharedViewState.{HEADLINE_VIEW}" not in exp.tags:  # an experiment older than the view
+                _install_headline_view(exp.experiment_id)
             return exp.experiment_id
         location = f"{artifact_root}/{cfg.experiment}" if artifact_root else None
-        return mlflow.create_experiment(cfg.experiment, artifact_location=location)
+        experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=location)
+        _install_headline_view(experiment_id)
+        return experiment_id
+
+
+# The MLflow UI (3.17) opens an experiment on its GenAI overview unless the URL says workflowType=machine_learning
+# (it reads no experiment tag for that: mlflow/mlflow#24498), and its runs table shows no metric column by default.
+# A saved view (experiment tag mlflow.sharedViewState.<key>, the UI's "Views" menu) holds columns and sort order;
+# `runs_url` opens the runs table with it. Installed once per experiment: a user's own edits to it are kept.
+HEADLINE_VIEW = "headline"
+HEADLINE_COLUMNS = [
+    "metrics.`test/f1`",
+    "metrics.`test/f1_strict`",
+    "metrics.`dev/f1`",
+    "metrics.`train/minutes`",
+    "tags.`overrides`",
+    "attributes.`Models`",
+]
+
+
+def _install_headline_view(experiment_id: str) -> None:
+    client = mlflow.MlflowClient()
+    now = int(time.time() * 1000)
+    state = {"orderByKey": "metrics.`test/f1`", "orderByAsc": False, "selectedColumns": HEADLINE_COLUMNS}
+    view = {"name": "Headline scores", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{HEADLINE_VIEW}", json.dumps(view))
+    client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")  # unread by 3.17
+
+
+def runs_url(experiment_id: str, uri: str | None = None) -> str:
+    """The link that opens the experiment's runs table with the headline scores: on the tracking server itself
+    when there is one, else where `mlflow ui` serves by default (README, "Browse runs")."""
+    uri = uri or mlflow.get_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={HEADLINE_VIEW}"
 
 
 @contextlib.contextmanager

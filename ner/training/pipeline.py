@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -38,9 +38,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_name(model: ModelConfig, seed: int) -> str:
-    """e.g. bilstm-crf-s1: readable in the MLflow run list."""
-    return f"{'bi' if model.bidirectional else ''}{model.cell}-{model.head}-s{seed}"
+NOT_IN_NAMES = (
+    "seed",
+    "tracking.",
+    "trainer.threads",
+    "trainer.device",
+    "trainer.resume",
+    "trainer.checkpoint_dir",
+    "data.cache_dir",
+    "model.cell",
+    "model.bidirectional",
+    "model.head",
+    "hydra.",
+)  # said otherwise, or
+# not a difference between runs
+
+
+def run_name(model: ModelConfig, seed: int, overrides: list[str] = ()) -> str:
+    """What sets a run apart, for the MLflow run list: the architecture, then every override that changes the
+    result (a preset, a group choice, a value; paths by their last part), then the seed.
+    e.g. "bilstm-crf-s1" for the defaults, "bigru-crf full_budget hidden_size=400 s2" for a sweep job."""
+    parts = [f"{'bi' if model.bidirectional else ''}{model.cell}-{model.head}"]
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key.startswith(NOT_IN_NAMES):
+            continue
+        value = Path(value).name if "/" in value else value
+        parts.append(value if "." not in key else f"{key.rsplit('.', 1)[-1]}={value}")
+    return f"{parts[0]}-s{seed}" if len(parts) == 1 else " ".join([*parts, f"s{seed}"])[:250]
 
 
 @dataclass
@@ -92,13 +117,14 @@ def build(cfg: DictConfig | RunConfig):
     vectors = read_vectors(emb_cfg.path) if emb_cfg.path else None
     train_tokens = corpus["train"]["tokens"]
     words, trainable = build_word_vocab(train_tokens, vectors, emb_cfg)
+    training_words = trainable  # the training data's words come first
     if emb_cfg.freeze:
         trainable = 1  # only <pad> trains (and it is zero): every vector stays as loaded
     labels = schemes.labels_for(
         schemes.entity_types(corpus["train"].features["ner_tags"].feature.names), data_cfg.train_scheme
     )
     chars = Vocab.build(c for sent in train_tokens for w in sent for c in w)
-    featurizer = Featurizer(words, chars, Vocab(labels), trainable)
+    featurizer = Featurizer(words, chars, Vocab(labels), trainable, training_words)
     matrix, emb_stats = init_embeddings(words, vectors, vectors.dim if vectors else model_cfg.word_dim, run.seed)
     data_report["vectors"] = {**emb_stats, **{s: coverage(corpus[s]["tokens"], vectors) for s in corpus}}
     model = Tagger(model_cfg, featurizer, data_cfg.train_scheme, matrix)
@@ -117,7 +143,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     train_gold = [schemes.convert(t, data_cfg.train_scheme) for t in splits["train"].gold]
     train_enc = featurizer.encode(splits["train"].tokens, train_gold, splits["train"].documents)
     train_enc = train_enc.in_context(model.cfg.context_tokens)[0] if model.cfg.context_tokens else train_enc
-    name = tracking_cfg.run_name or run_name(model.cfg, run.seed)
+    name = tracking_cfg.run_name or run_name(model.cfg, run.seed, _hydra_overrides())
     tags = {
         "cell": model.cfg.cell,
         "head": model.cfg.head,
@@ -130,8 +156,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     with store.run(tracking_cfg, name, tags, run_id=resume_id) as active:
         run_id = active.info.run_id
         if resume_id is None:
-            _log_setup(cfg, corpus, data_report)
+            _log_setup(cfg, model.cfg, corpus, data_report)
         print(f"MLflow run {run_id} ({name}) in {mlflow.get_tracking_uri()}", flush=True)
+        print(f"  runs table (with `mlflow ui`, README): {store.runs_url(active.info.experiment_id)}", flush=True)
         ckpt = checkpoint.folder(trainer_cfg.checkpoint_dir, run_id) / "last.pt"
         mlflow.set_tag("checkpoint", str(ckpt))
         dev_split = "validation" if "validation" in corpus else "train"
@@ -177,25 +204,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return final
 
 
-def _log_setup(cfg: DictConfig, corpus, data_report: dict) -> None:
-    container = OmegaConf.to_container(cfg, resolve=True)
-    mlflow.log_params(store.flatten(container))
+def _log_setup(cfg: DictConfig, model_cfg: ModelConfig, corpus, data_report: dict) -> None:
+    """Params: the composed config with the model's values as used (the vectors decide word_dim; a corpus without
+    documents turns context_tokens off), plus each split's size; the full data report as an artifact."""
+    params = store.flatten(OmegaConf.to_container(cfg, resolve=True))
+    params.update({f"model.{k}": str(v) for k, v in asdict(model_cfg).items()})
+    for split, stats in data_report["splits"].items():
+        params.update({f"data_size.{split}.{k}": str(stats[k]) for k in ("sentences", "tokens", "entities")})
+    mlflow.log_params(params)
     store.log_texts(
         {
             "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
             "data_report.json": json.dumps(data_report, indent=2),
         }
     )
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = list(HydraConfig.get().overrides.task)
+    overrides = _hydra_overrides()
+    if overrides:
         mlflow.set_tag("overrides", " ".join(overrides))
         store.log_texts({"hydra/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(overrides))})  # as Hydra writes it
-    except ValueError:  # composed without @hydra.main (tests, notebooks)
-        pass
-    for split, stats in data_report["splits"].items():
-        mlflow.log_metrics({f"data_{split}_{k}": v for k, v in stats.items() if isinstance(v, int | float)})
     from mlflow.data.huggingface_dataset import from_huggingface
 
     for split in corpus:
@@ -208,6 +234,16 @@ def _log_setup(cfg: DictConfig, corpus, data_report: dict) -> None:
                 digest=str(data_report.get("fingerprint", ""))[:20],
             )
             mlflow.log_input(dataset, context=split)
+
+
+def _hydra_overrides() -> list[str]:
+    """The command line's overrides, or none when composed without @hydra.main (tests, notebooks)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
 
 
 def _data_summary(data_report: dict) -> str:
