@@ -29,6 +29,7 @@ def compose_train(tmp_path: Path, *overrides: str):
                 "experiment=smoke",
                 f"data.path={TINY}",
                 f"data.cache_dir={tmp_path / 'cache'}",
+                f"model.embeddings.cache_dir={tmp_path / 'vectors-cache'}",
                 f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
                 "data.max_train_samples=0",
                 "data.max_eval_samples=0",

@@ -1,8 +1,8 @@
-"""Vocabularies (words, characters, labels), casing features and pretrained vectors.
+"""Vocabularies (words, characters, labels), casing features, and the embedding matrix a model starts from.
 
 Words are looked up lower-cased (GloVe 6B is uncased) and the casing goes in as its own small feature, so the
 model keeps "Apple" vs "apple" without splitting the embedding table. Vocabularies come from the training split
-and the vectors file only, never from dev or test.
+and the vectors file only, never from dev or test. Reading vectors files (formats, cache) is ner/data/vectors.py.
 """
 
 from __future__ import annotations
@@ -10,15 +10,17 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from ner.data.conll import DataError, decode
+from ner.config import ConfigError
+from ner.data.vectors import DEFAULT_CACHE, Vectors
+from ner.data.vectors import read_vectors as read_vectors  # re-exported: ner/training/pipeline.py reads it here
 
 PAD, UNK = "<pad>", "<unk>"
 CASINGS = ("<pad>", "numeric", "mainly_numeric", "all_lower", "all_upper", "init_upper", "has_digit", "other")
 _DIGITS = re.compile(r"\d")
+KEEP = 200_000  # model.embeddings.keep: keeps the shipped 104,617-word file whole, 840B's 2.2M words to 0.24 GB
 
 
 @dataclass
@@ -79,93 +81,86 @@ def word_id(vocab: Vocab, word: str) -> int:
 class EmbeddingsConfig:
     """`model.embeddings` (conf/model/bilstm_crf.yaml): the pretrained vectors a training run starts from."""
 
-    path: str | None = None  # GloVe or word2vec text file; None (or "") = random init of model.word_dim
+    path: str | None = None  # GloVe/word2vec/fastText text, .gz of either, or word2vec binary; None = random init
     freeze: bool = False  # no word vector is fine-tuned: each stays as loaded (or as randomly initialised)
+    keep: int | str = KEEP  # vectors the model carries: all | train | K (training words + the file's first K)
+    cache_dir: str | None = DEFAULT_CACHE  # parsed vectors, keyed by the file's path, size, mtime, inode; None = off
 
     def __post_init__(self) -> None:  # Hydra reads `path=2024` as an int; an empty path means none, as null does
         self.path = str(self.path) if self.path not in (None, "") else None
+        self.cache_dir = str(self.cache_dir) if self.cache_dir not in (None, "") else None
+        if isinstance(self.keep, str) and self.keep.isdigit():
+            self.keep = int(self.keep)
+        if isinstance(self.keep, str) and self.keep not in ("all", "train"):
+            raise ConfigError(f"model.embeddings.keep={self.keep!r} is not all, train or a whole number")
+        if isinstance(self.keep, int) and self.keep < 0:
+            raise ConfigError(f"model.embeddings.keep={self.keep} must be >= 0")
 
-
-@dataclass
-class Vectors:
-    """Pretrained word vectors read from a GloVe or word2vec text file."""
-
-    words: list[str]
-    matrix: np.ndarray  # (num_words, dim) float32
-
-    @property
-    def dim(self) -> int:
-        return self.matrix.shape[1]
-
-
-def read_vectors(path: str | Path) -> Vectors:
-    """Read GloVe text format (word then floats) or word2vec text format (same, after an 'N DIM' header)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "vectors file not found (model.embeddings.path)")
-    lines = decode(path.read_bytes(), path).splitlines()
-    start = 1 if lines and len(lines[0].split()) == 2 and lines[0].replace(" ", "").isdigit() else 0
-    words: list[str] = []
-    rows: list[str] = []
-    dim = 0
-    seen: set[str] = set()
-    for number, line in enumerate(lines[start:], start=start + 1):
-        word, _, values = line.rstrip().partition(" ")
-        if not values:
-            continue
-        n = values.count(" ") + 1
-        dim = dim or n
-        if n != dim:
-            raise DataError(path, number, f"expected {dim} values after the word, found {n}")
-        if word in seen:
-            continue
-        seen.add(word)
-        words.append(word)
-        rows.append(values)
-    if not words:
-        raise DataError(path, None, "no vectors found")
-    try:
-        matrix = np.array(" ".join(rows).split(), dtype=np.float32).reshape(len(words), dim)
-    except ValueError as err:
-        raise DataError(path, None, f"non-numeric vector value ({err})") from None
-    return Vectors(words, matrix)
+    def limit(self, num_vectors: int) -> int:
+        """How many of the vectors file's first rows the vocabulary takes in (training words come on top)."""
+        return num_vectors if self.keep == "all" else 0 if self.keep == "train" else min(self.keep, num_vectors)
 
 
 def build_word_vocab(
     train_tokens: list[list[str]], vectors: Vectors | None, cfg: EmbeddingsConfig | None = None
 ) -> tuple[Vocab, int]:
-    """Train words (lower-cased) first, then every other word of the vectors file; returns (vocab, trainable).
+    """Train words (lower-cased) first, then the other words of the vectors file that `cfg.keep` keeps (all of
+    them without a config); returns (vocab, trainable).
 
     The first `trainable` rows are fine-tuned; the vectors-only rows stay frozen, so a word first met at test time
     still gets its pretrained vector, and an epoch does not pay for updating 100k rows that no batch touches.
+    Vectors files list the most frequent words first, so `keep: K` keeps the K words a new text most likely has;
+    words of dev and test are never looked at, as for every vocabulary.
     """
     train = Vocab.build(normalise(w) for sent in train_tokens for w in sent)
     if vectors is None:
         return train, len(train)
-    extra = [w for w in dict.fromkeys(vectors.words) if w not in train.stoi]
+    limit = (cfg or EmbeddingsConfig(keep="all")).limit(len(vectors.words))
+    extra = [w for w in dict.fromkeys(vectors.words[:limit]) if w not in train.stoi]
     return Vocab(train.itos + extra), len(train)
 
 
 def init_embeddings(vocab: Vocab, vectors: Vectors | None, dim: int, seed: int) -> tuple[np.ndarray, dict]:
-    """An embedding matrix for `vocab`: pretrained rows where the vectors have the word, small random ones elsewhere."""
+    """An embedding matrix for `vocab`: pretrained rows where the vectors have the word, small random ones elsewhere.
+
+    Memory: the matrix is allocated once (float32) and random values are drawn only for the leading rows that need
+    them, in blocks; they are the values one draw of the whole matrix would give (the same numbers as before the
+    vectors reader was rewritten), so a seed keeps meaning the same model. Pretrained rows come from
+    `Vectors.take`, which reads a cached (memory-mapped) table block by block.
+    """
     rng = np.random.default_rng(seed)
     scale = np.sqrt(3.0 / dim)
-    matrix = rng.uniform(-scale, scale, size=(len(vocab), dim)).astype(np.float32)
+    matrix = np.empty((len(vocab), dim), dtype=np.float32)
+    rows, src = _pretrained_rows(vocab, vectors)
+    missing = np.ones(len(vocab), dtype=bool)
+    missing[rows] = False
+    drawn = int(np.flatnonzero(missing).max()) + 1 if missing.any() else 0
+    step = max(1, (8 << 20) // (8 * dim))  # rows per block of float64 draws: 8 MB at a time
+    for lo in range(0, drawn, step):
+        hi = min(drawn, lo + step)
+        matrix[lo:hi] = rng.uniform(-scale, scale, size=(hi - lo, dim))
     matrix[0] = 0.0
     if vectors is None:
         return matrix, {"pretrained": 0}
-    index = {w: i for i, w in enumerate(vectors.words)}
+    vectors.take(src, matrix, rows)
+    return matrix, {"pretrained": len(rows), "vectors_in_file": len(vectors.words), "vectors_kept": len(vocab)}
+
+
+def _pretrained_rows(vocab: Vocab, vectors: Vectors | None) -> tuple[np.ndarray, np.ndarray]:
+    """(vocabulary rows, vectors rows) of every word both have."""
+    if vectors is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    index = vectors.index
     hits = [(i, index[w]) for i, w in enumerate(vocab.itos) if w in index]
-    rows, src = zip(*hits, strict=True) if hits else ((), ())
-    matrix[list(rows)] = vectors.matrix[list(src)]
-    return matrix, {"pretrained": len(hits)}
+    pairs = np.array(hits, dtype=np.int64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
 
 
 def coverage(tokens: list[list[str]], vectors: Vectors | None) -> dict[str, float]:
     """Share of tokens and of word types found in the vectors (lower-cased, digits as 0 as a fallback)."""
     if vectors is None:
         return {}
-    known = set(vectors.words)
+    known = vectors.index
     counts = Counter(normalise(w) for sent in tokens for w in sent)
     hit = {w for w in counts if w in known or _DIGITS.sub("0", w) in known}
     total = sum(counts.values()) or 1

@@ -114,7 +114,7 @@ def build(cfg: DictConfig | RunConfig):
             flush=True,
         )
         model_cfg = replace(model_cfg, context_tokens=0)
-    vectors = read_vectors(emb_cfg.path) if emb_cfg.path else None
+    vectors = read_vectors(emb_cfg.path, cache_dir=emb_cfg.cache_dir) if emb_cfg.path else None
     train_tokens = corpus["train"]["tokens"]
     words, trainable = build_word_vocab(train_tokens, vectors, emb_cfg)
     training_words = trainable  # the training data's words come first
