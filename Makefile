@@ -3,7 +3,7 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: setup train smoke test
+.PHONY: setup train smoke test study
 
 # The set-up: a virtual environment with the project, its dev and Spark extras, torch pinned to the CPU wheel.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -22,3 +22,6 @@ smoke: setup  ## the whole pipeline in seconds (200 sentences, 2 epochs: the mod
 test: setup  ## lint, then every test (-rs: why each skipped test skipped)
 	$(VENV)/bin/ruff check .
 	$(PYTHON) -m pytest -q -rs $(ARGS)
+
+study: setup  ## the cell x direction study: 18 runs on CoNLL-2003, two at a time (~1 h); ARGS="--quick" for ~15 min
+	$(PYTHON) -m pipelines.study $(ARGS)

@@ -2,12 +2,18 @@
 
 The work is `ner.training.pipeline.train(cfg)`; this entry point only adds what a command needs: signals,
 exit codes, and one-line errors instead of tracebacks.
+
+Launchers that run jobs in other processes (hydra/launcher=joblib, ray, submitit) pickle `main` with cloudpickle.
+Run as `python -m ner.train`, this module is `__main__`, so `main` is pickled by value together with every global
+it names: those must be modules, classes and functions (pickled by reference), never objects holding a lock or
+a file. That is why `main` says `pipeline.STOP` rather than importing the Event itself (tests/test_launchers.py).
 """
 
 from __future__ import annotations
 
 import signal
 import sys
+import threading
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -15,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from ner.config import ConfigError, help_text, quiet_mlflow
 from ner.data.conll import DataError
 from ner.tracking.store import TrackingError
-from ner.training.pipeline import STOP, request_stop, train
+from ner.training import pipeline, sweep
 from ner.training.trainer import Stop
 
 OmegaConf.register_new_resolver("ner_help", help_text, replace=True)  # conf's hydra.help.template
@@ -24,11 +30,12 @@ OmegaConf.register_new_resolver("ner_help", help_text, replace=True)  # conf's h
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     quiet_mlflow()
-    STOP.clear()
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    pipeline.STOP.clear()
+    if threading.current_thread() is threading.main_thread():  # a launcher may run the job in a worker thread
+        signal.signal(signal.SIGTERM, pipeline.request_stop)
+        signal.signal(signal.SIGINT, pipeline.request_stop)
     try:
-        return train(cfg)["best_dev_f1"]  # the value Hydra sweepers optimise
+        return pipeline.train(cfg)["best_dev_f1"]  # the value Hydra sweepers optimise
     except (ConfigError, DataError, TrackingError, FloatingPointError) as err:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -46,4 +53,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as exit_:  # Hydra prints a dead sweep's error, then exits 1 from inside its `except`
+        sweep.note_sweep_error(exit_.__context__)  # so the sweep's parent run can say why it ended FAILED
+        raise

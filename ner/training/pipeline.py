@@ -38,20 +38,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-NOT_IN_NAMES = (
-    "seed",
-    "tracking.",
-    "trainer.threads",
-    "trainer.device",
-    "trainer.resume",
-    "trainer.checkpoint_dir",
-    "data.cache_dir",
-    "model.cell",
-    "model.bidirectional",
-    "model.head",
-    "hydra.",
-)  # said otherwise, or
-# not a difference between runs
+# overrides left out of run names: said otherwise (the seed, the architecture), or no difference between runs
+NOT_IN_NAMES = ("seed", "model.cell", "model.bidirectional", "model.head", "tracking.", "hydra.", "data.cache_dir")
+NOT_IN_NAMES += ("trainer.threads", "trainer.device", "trainer.resume", "trainer.checkpoint_dir", "trainer.progress")
 
 
 def run_name(model: ModelConfig, seed: int, overrides: list[str] = ()) -> str:
@@ -296,7 +285,8 @@ def _description(final: dict[str, float]) -> str:
     )
 
 
-STOP = threading.Event()  # set by the app's signal handler; lives here, not in __main__, so launchers can pickle jobs
+STOP = threading.Event()  # set by the app's signal handler; ner/train.py names it as pipeline.STOP, so that
+# cloudpickle never copies the Event (a lock) with a launcher's job
 
 
 def request_stop(signum, frame) -> None:
