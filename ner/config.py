@@ -129,7 +129,6 @@ def _help_text(app: str) -> str:
     return "\n".join(parts)
 
 
-
 def quiet_mlflow() -> None:
     """What the apps print is what a user needs: MLflow's INFO lines ("Creating initial MLflow database tables")
     and its "Downloading artifacts" bars are left out (a user's own setting of the variable is kept)."""

@@ -53,6 +53,7 @@ def print_summary(summary: dict) -> None:
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
+
 OmegaConf.register_new_resolver("ner_help", help_text, replace=True)  # conf's hydra.help.template
 
 

@@ -83,3 +83,29 @@ def test_real_conll2003_counts_match_the_shared_task(tmp_path):
     assert [stats[s]["sentences"] for s in ("train", "validation", "test")] == [14041, 3250, 3453]
     assert [stats[s]["entities"] for s in ("train", "validation", "test")] == [23499, 5942, 5648]
     assert report["source_scheme"] == "iob1"
+
+
+def test_a_folder_without_a_validation_file_holds_dev_out_of_train_and_says_so(tiny_dir, tmp_path, capsys):
+    for name in ("train.txt", "test.txt"):
+        shutil.copy(tiny_dir / name, tmp_path / name)
+    corpus, report = load_corpus(DataConfig(path=str(tmp_path), cache_dir=str(tmp_path / "c")))
+    assert set(corpus) == {"train", "validation", "test"}
+    assert len(corpus["train"]) + len(corpus["validation"]) == 61 and len(corpus["validation"]) >= 6
+    from ner.data.conll import read_conll
+
+    whole = [s.tokens for s in read_conll(tmp_path / "train.txt")]
+    assert list(corpus["train"]["tokens"]) + list(corpus["validation"]["tokens"]) == whole  # a cut: none in both
+    note = capsys.readouterr().out
+    assert f"note: {tmp_path} has no validation file" in note and "data.dev_from_train=0.1" in note
+    with pytest.raises(DataError, match="no validation file .*data.dev_from_train=0.1"):
+        load_corpus(DataConfig(path=str(tmp_path), cache_dir=str(tmp_path / "c"), dev_from_train=0.0))
+
+
+@pytest.mark.parametrize(
+    "bad", [{"max_train_samples": -1}, {"max_eval_samples": -1}, {"dev_from_train": 1.0}, {"dev_from_train": -0.1}]
+)
+def test_values_that_make_a_run_meaningless_are_refused(bad):
+    from ner.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"data.{next(iter(bad))}="):
+        DataConfig(path="x", **bad)

@@ -12,10 +12,22 @@ import mlflow
 import pytest
 import torch
 
+from ner.tracking import store
 from ner.training import checkpoint
 from tests.conftest import ROOT, TINY, compose_train
 
 pytestmark = pytest.mark.slow
+_logged = getattr(store, "logged_name", lambda key: key)  # the name a metric is logged under (dev_f1 -> epoch/dev_f1)
+
+
+def metric(run, key: str) -> float:
+    """A run's final metric by its plain name, under the name it was logged with."""
+    return run.data.metrics.get(key, run.data.metrics.get(_logged(key)))
+
+
+def history(client, run_id: str, key: str) -> list:
+    """A per-epoch metric's values by its plain name, under the name it was logged with."""
+    return client.get_metric_history(run_id, key) or client.get_metric_history(run_id, _logged(key))
 
 
 def train_cmd(tmp: Path, experiment: str, *overrides: str) -> list[str]:
@@ -86,8 +98,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     client, run = final_run(tmp_path, "killed")
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
     for key in ("best_dev_f1", "test_f1", "test_f1_strict", "best_epoch"):
-        assert run.data.metrics[key] == reference.data.metrics[key], key
-    steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "dev_f1")})
+        assert metric(run, key) == metric(reference, key), key
+    steps = sorted({m.step for m in history(client, run.info.run_id, "dev_f1")})
     assert steps == list(range(1, 7))
     ours = checkpoint.load(tmp_path / "ckpt" / run.info.run_id / "last.pt")
     theirs = checkpoint.load(tmp_path / "ckpt-straight" / reference.info.run_id / "last.pt")
@@ -269,7 +281,7 @@ def test_a_loss_turning_nan_fails_the_run_and_keeps_the_last_good_checkpoint(tmp
         train(cfg)
     client, run = final_run(tmp_path, "diverging")
     assert run.info.status == "FAILED"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "dev_f1")] == [1, 2]
+    assert [m.step for m in history(client, run.info.run_id, "dev_f1")] == [1, 2]
     state = checkpoint.load(tmp_path / "ckpt" / run.info.run_id / "last.pt")
     assert state["epoch"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -296,8 +308,8 @@ def test_two_trainings_at_once_against_one_store_both_complete(tmp_path):
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
     for r in runs:
-        assert len(client.get_metric_history(r.info.run_id, "dev_f1")) == 3
-        assert "test_f1" in r.data.metrics
+        assert len(history(client, r.info.run_id, "dev_f1")) == 3
+        assert metric(r, "test_f1") is not None
 
 
 def test_a_checkpoint_carrying_a_pickled_object_is_refused(tmp_path):
@@ -329,3 +341,35 @@ def test_metrics_survive_the_store_going_away_mid_run(tmp_path, monkeypatch, cap
     assert "tracking store unavailable" in capsys.readouterr().out
     history = mlflow.MlflowClient(uri).get_metric_history(active.info.run_id, "dev_f1")
     assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 2.0), (3, 3.0)]
+
+
+def test_a_tracking_server_that_goes_away_does_not_stall_the_epochs(tmp_path, monkeypatch):
+    """MLflow's default retries (7, with backoff: minutes per call) against a closed port: every epoch's log returns
+    in about a second, and the backlog goes out once the store is back."""
+    import socket
+
+    from ner.tracking import backlog, store
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log = backlog.MetricLog(retry_every=0.0)  # check on every epoch: the slowest case
+    previous = mlflow.get_tracking_uri()
+    try:
+        with store.run(store.TrackingConfig(uri=uri, experiment="gone"), "gone", {}) as active:
+            log.log({"dev_f1": 1.0}, 1)
+            mlflow.set_tracking_uri(f"http://127.0.0.1:{port}")
+            for step in (2, 3, 4):
+                t0 = time.perf_counter()
+                log.log({"dev_f1": float(step)}, step)
+                assert time.perf_counter() - t0 < 5, f"epoch {step} stalled"
+            assert len(log.pending) == 3
+            mlflow.set_tracking_uri(uri)
+            log.log({"dev_f1": 5.0}, 5)  # the server is back: the backlog goes out first
+    finally:
+        mlflow.set_tracking_uri(previous)
+    history = mlflow.MlflowClient(uri).get_metric_history(active.info.run_id, "dev_f1")
+    assert [m.step for m in history] == [1, 2, 3, 4, 5]

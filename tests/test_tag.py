@@ -251,8 +251,9 @@ def test_resume_refuses_other_settings_or_other_input(tiny_model_dir, tmp_path):
         run_tag(**args, resume=True, max_sentence_tokens=9)
     other = tmp_path / "other.txt"
     other.write_text("Boris .\nBoris .\nBoris .\n", encoding="utf-8")
-    with pytest.raises(TagError, match="resume: document 2 of the input is .*other.txt#1"):
-        run_tag(**{**args, "input": other}, resume=True)
+    with pytest.raises(TagError, match="resume: .*o.jsonl.partial was made from input file 1 .*in.txt, but input "
+                       "file 1 now is .*other.txt"):  # fmt: skip
+        run_tag(**{**args, "input": other, "model": "/not/loaded"}, resume=True)  # found before the model loads
     fresh = run_tag(**args, on_decode_error="replace")  # resume=false starts over
     assert fresh["documents"] == 3 and fresh["documents_resumed"] == 0
 
@@ -379,7 +380,7 @@ def _document(text: str, sentences: list, tags: list[list[str]]) -> dict:
 def test_annotator_equals_the_reference_path_for_the_trained_model(tiny_model_dir):  # noqa: F811
     tagger = load_folder(tiny_model_dir)
     texts = [*MESSY_LINES, LONG_LINE[:5000], "Peter visited Paris . " * 40]
-    annotator = Annotator(tagger, batch_size=7, max_tokens=300)
+    annotator = Annotator(tagger, batch_size=7, max_tokens=300, scores=False)  # the reference path has no scores
     records = annotator.annotate(texts)
     assert records == _reference(tagger, texts)
     assert sum(len(r["entities"]) for r in records) > 10

@@ -176,3 +176,68 @@ def test_the_best_dev_weights_are_restored_before_the_test_score(tmp_path, monke
     rescored = metrics.score(test.gold, Engine(model).predict(test.tokens, test.documents))["f1"]
     run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(final["run_id"])
     assert final["test_f1"] == run.data.metrics["test_f1"] == rescored
+
+
+@pytest.mark.parametrize("bad", [{"clip": -1.0}, {"lr": -0.1}, {"lr": 0.0}, {"max_epochs": 0}])
+def test_values_that_make_a_run_meaningless_are_refused(bad):
+    """trainer.clip=-1 used to train by gradient ascent and end FINISHED."""
+    with pytest.raises(ValueError, match=f"trainer.{next(iter(bad))}="):
+        TrainerConfig(**bad)
+
+
+def test_a_run_without_a_validation_file_trains_on_a_held_out_dev_and_finishes(tmp_path):
+    import shutil
+
+    from ner.training.pipeline import train
+    from tests.conftest import TINY
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train.txt", "test.txt"):
+        shutil.copy(TINY / name, data / name)
+    final = train(
+        compose_train(tmp_path, f"data.path={data}", "trainer.max_epochs=2", "tracking.log_model=false")
+    )  # no KeyError: 'best_dev_f1' after the last epoch
+    assert final["epochs"] == 2 and "best_dev_f1" in final
+
+
+def test_a_failed_checkpoint_write_leaves_no_temporary_file_and_says_what_to_do(tmp_path):
+    """A full disk: a 64 KiB tmpfs (root only), a first checkpoint that fits and a second that does not."""
+    import subprocess
+
+    from ner.training import checkpoint
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here: needs root")
+    try:
+        path = disk / "run" / "last.pt"
+        checkpoint.save(path, {"epoch": 1, "w": torch.zeros(1000)})
+        (path.parent / ".last.pt.tmp-4242").write_bytes(b"x" * 1000)  # of a run killed mid-write
+        with pytest.raises(
+            checkpoint.CheckpointError, match=r"cannot write the checkpoint .*; the previous checkpoint"
+        ):
+            checkpoint.save(path, {"epoch": 2, "w": torch.zeros(100_000)})
+        assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temporary file keeps the disk full
+        assert checkpoint.load(path)["epoch"] == 1
+        checkpoint.save(path, {"epoch": 3, "w": torch.zeros(1000)})  # the next write works
+        assert checkpoint.load(path)["epoch"] == 3
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_truncated_checkpoint_is_one_line_saying_what_to_do_and_the_run_is_left_alone(tmp_path):
+    from ner.training import checkpoint
+    from ner.training.pipeline import train
+
+    cfg = ("tracking.experiment=cut", f"trainer.checkpoint_dir={tmp_path / 'ckpt'}", "trainer.keep_checkpoint=true",
+           "trainer.max_epochs=1", "tracking.log_model=false")  # fmt: skip
+    run_id = train(compose_train(tmp_path, *cfg))["run_id"]
+    path = checkpoint.folder(tmp_path / "ckpt", run_id) / "last.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(checkpoint.CheckpointError, match=r"last.pt is not a readable checkpoint .*; delete it") as err:
+        train(compose_train(tmp_path, *cfg, f"trainer.resume={run_id}"))
+    assert "\n" not in str(err.value)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(run_id).info.status == "FINISHED"  # not turned FAILED by a resume that could not start

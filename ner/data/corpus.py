@@ -23,7 +23,7 @@ from ner import config
 from ner.data import schemes
 from ner.data.conll import DataError, read_conll
 
-READER_VERSION = "2"  # 2: a `document` column
+READER_VERSION = "3"  # 2: a `document` column; 3: dev held out of train when there is no validation file
 SPLIT_FILES = {
     "train": ("train.txt", "eng.train", "train.conll", "train.tsv"),
     "validation": ("valid.txt", "dev.txt", "validation.txt", "eng.testa", "valid.conll", "dev.conll", "dev.tsv"),
@@ -41,6 +41,7 @@ class DataConfig:
     on_invalid: str = "repair"  # invalid tag sequences: repair (read as conlleval does) | error
     max_train_samples: int = 0  # keep only the first N training sentences (0 = all); for smoke runs
     max_eval_samples: int = 0  # same for validation and test
+    dev_from_train: float = 0.1  # no validation file: hold out this share of the training sentences as dev (0 = refuse)
     cache_dir: str | None = None  # where parsed corpora are cached (default: the datasets cache)
 
     def __post_init__(self) -> None:
@@ -49,6 +50,8 @@ class DataConfig:
         config.choice("data.on_invalid", self.on_invalid, ("repair", "error"))
         config.at_least("data.max_train_samples", self.max_train_samples, 0)
         config.at_least("data.max_eval_samples", self.max_eval_samples, 0)
+        if not 0.0 <= self.dev_from_train < 1.0:
+            raise config.ConfigError(f"data.dev_from_train={self.dev_from_train} must be in [0, 1)")
 
 
 def load_corpus(cfg: DataConfig) -> tuple[datasets.DatasetDict, dict]:
@@ -65,6 +68,14 @@ def load_corpus(cfg: DataConfig) -> tuple[datasets.DatasetDict, dict]:
         if limit and split in corpus and len(corpus[split]) > limit:
             corpus[split] = corpus[split].select(range(limit))
             report = {**report, "limited": {**report.get("limited", {}), split: limit}}
+    if "held_out" in report:  # said before anything trains, also when the corpus comes from the cache
+        held = report["held_out"]
+        print(
+            f"note: {cfg.path} has no validation file ({', '.join(SPLIT_FILES['validation'])}): dev is the last "
+            f"{held['sentences']} of {held['of']} training sentences (data.dev_from_train={cfg.dev_from_train}), "
+            "which are not trained on",
+            flush=True,
+        )
     return corpus, report
 
 
@@ -122,8 +133,9 @@ def _load_local(cfg: DataConfig) -> tuple[datasets.DatasetDict, dict]:
 
 
 def _cache_key(files: dict[str, Path], cfg: DataConfig) -> str:
+    held = cfg.dev_from_train if "validation" not in files else ""
     digest = hashlib.sha256(
-        f"{READER_VERSION}|{cfg.scheme}|{cfg.tag_column}|{cfg.token_column}|{cfg.on_invalid}".encode()
+        f"{READER_VERSION}|{cfg.scheme}|{cfg.tag_column}|{cfg.token_column}|{cfg.on_invalid}|{held}".encode()
     )
     for split in sorted(files):
         digest.update(split.encode())
@@ -135,6 +147,10 @@ def _parse(files: dict[str, Path], cfg: DataConfig) -> tuple[datasets.DatasetDic
     raw = {split: read_conll(path, cfg.tag_column, cfg.token_column) for split, path in files.items()}
     scheme = cfg.scheme if cfg.scheme != "auto" else schemes.detect([s.tags for s in raw["train"]])
     report = {"source_scheme": scheme, "files": {k: str(v) for k, v in files.items()}, "splits": {}}
+    if "validation" not in raw:
+        raw["train"], raw["validation"] = _hold_out(raw["train"], cfg.dev_from_train, files["train"])
+        files = {**files, "validation": files["train"]}
+        report["held_out"] = {"sentences": len(raw["validation"]), "of": len(raw["train"]) + len(raw["validation"])}
     rows = {}
     for split, sents in raw.items():
         if not sents:
@@ -158,6 +174,29 @@ def _parse(files: dict[str, Path], cfg: DataConfig) -> tuple[datasets.DatasetDic
     corpus = _to_dataset_dict(rows)
     report["labels_only_in_eval"] = _eval_only(rows)
     return corpus, report
+
+
+def _hold_out(sents: list, share: float, path: Path) -> tuple[list, list]:
+    """(train, dev): the last `share` of the sentences, taken whole from the last documents where there are several
+    -DOCSTART- sections (a document is never split across the two); a DataError if that leaves either empty.
+
+    Without a dev split the run would choose its epoch on the data it trains on, and report no dev score.
+    """
+    if not share:
+        raise DataError(
+            path.parent,
+            None,
+            "no validation file (valid.txt, dev.txt, ...): add one, or hold part of the training "
+            "file out as dev with data.dev_from_train=0.1",
+        )
+    cut = len(sents) - max(1, round(share * len(sents)))
+    while 0 < cut < len(sents) and sents[cut].document == sents[cut - 1].document:
+        cut += 1  # to the next document boundary (one document: a plain cut)
+    if cut >= len(sents):
+        cut = len(sents) - max(1, round(share * len(sents)))
+    if cut <= 0:
+        raise DataError(path, None, f"too few sentences ({len(sents)}) to hold out a dev share; add a validation file")
+    return sents[:cut], sents[cut:]
 
 
 def _to_dataset_dict(rows: dict) -> datasets.DatasetDict:

@@ -10,6 +10,7 @@ is also scored (seqeval, default and strict mode) as it streams.
 from __future__ import annotations
 
 import gc
+import hashlib
 import sys
 import time
 from collections import Counter, deque
@@ -23,7 +24,7 @@ from ner import config
 from ner.evaluation.metrics import Scorer
 from ner.tagging import spark
 from ner.tagging.annotate import MAX_SENTENCE_TOKENS, PRECISIONS, Annotator, Prepared
-from ner.tagging.files import Document, Plan, Reader, Router, TagError, chunks, plan
+from ner.tagging.files import Document, Plan, Reader, Router, TagError, check_model, chunks, plan
 from ner.tagging.pool import AnnotatorPool
 from ner.tagging.progress import progress
 from ner.tracking import model_uri
@@ -42,7 +43,7 @@ class TagConfig:
     one_per_line: bool = False
     output_format: str = "jsonl"
     on_decode_error: str = "error"
-    max_document_mb: float = 64.0
+    max_document_mb: float = 16.0  # ~95 bytes of memory per input byte (benchmarks.document_memory): ~1.9 GiB
     resume: bool = False
     batch_size: int = 128
     max_tokens: int = 20_000
@@ -62,7 +63,7 @@ class TagConfig:
     def __post_init__(self) -> None:
         if not self.input:
             raise TagError("input= is required: a text or CoNLL file, a folder, or a glob such as 'news/*.txt'")
-        for name in ("batch_size", "max_tokens", "chunk_chars", "chunk_docs"):
+        for name in ("batch_size", "max_tokens", "max_sentence_tokens", "chunk_chars", "chunk_docs"):
             if getattr(self, name) < 1:
                 raise TagError(f"{name}={getattr(self, name)} must be >= 1")
         if self.threads < 0 or self.workers < 0:
@@ -79,8 +80,10 @@ class TagConfig:
         """What must not change between an interrupted run and its `resume=true` continuation.
 
         `on_decode_error` may: stopping at a bad byte, then resuming with `on_decode_error=replace`, is the way on.
+        The model is not compared by its URI here but by what it resolves to (`model_identity`, checked once it is
+        resolved): `best:X` may name a newer run by then, and the same weights under another URI are fine.
         """
-        keys = ("model", "input_format", "one_per_line", "output_format", "max_sentence_tokens")
+        keys = ("input_format", "one_per_line", "output_format", "max_sentence_tokens")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -91,19 +94,49 @@ def tag(cfg: TagConfig) -> dict:
     start = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    work = plan(cfg.input, cfg.output, cfg.output_format, cfg.resume, cfg.resume_settings())
+    work = plan(cfg.input, cfg.output, cfg.output_format, cfg.resume, cfg.resume_settings())  # takes the lock
+    try:
+        return _planned(cfg, work, start)
+    finally:
+        work.release()
+
+
+def _planned(cfg: TagConfig, work: Plan, start: float) -> dict:
     for path in work.skipped:
         print(f"skipped binary file {path}", file=sys.stderr)
+    for path in work.earlier_outputs:
+        print(f"skipped {path}: an output of ner.tag, not a document (name it alone to tag it)", file=sys.stderr)
     summary = Counter(files=sum(len(t.sources) for t in work.targets), binary_files_skipped=len(work.skipped))
     summary["outputs_already_complete"] = sum(t.done for t in work.targets)
     if all(t.done for t in work.targets):
         return run_summary(cfg, summary, Counter(), start)
     load_start = time.perf_counter()
-    with model_uri.resolve(cfg.model, cfg.tracking_uri) as folder:  # downloads stay until the workers are done
-        return _run(cfg, work, folder, summary, (start, load_start))
+    uri = cfg.model
+    if str(uri).strip().startswith("best:"):  # resolved once, here, so that the run id is known and recorded
+        uri = model_uri.best_run_uri(str(uri).strip()[len("best:") :] or "ner", cfg.tracking_uri)
+    with model_uri.resolve(uri, cfg.tracking_uri) as folder:  # downloads stay until the workers are done
+        model = model_identity(cfg.model, uri, folder)
+        check_model(work.targets, model)  # before the model is loaded: a resume with other weights stops here
+        return _run(cfg, work, folder, summary, (start, load_start), model)
 
 
-def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tuple[float, float]) -> dict:
+def model_identity(given: str, resolved: str, folder: Path) -> dict:
+    """What a partial output records of its model: the URI given and resolved, the run id, the weights' SHA-256."""
+    resolved = str(resolved).strip()
+    run_id = resolved.split("/")[1] if resolved.startswith("runs:/") and resolved.count("/") >= 2 else None
+    sha = hashlib.sha256()
+    for name in ("tagger.json", "weights.pt"):
+        path = Path(folder) / name
+        if path.is_file():
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    sha.update(block)
+    if run_id is None and not resolved.startswith(("models:/", "runs:/")):
+        resolved = str(Path(resolved).expanduser().resolve())
+    return {"model": str(given), "resolved": resolved, "run_id": run_id, "weights_sha256": sha.hexdigest()}
+
+
+def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tuple[float, float], model: dict) -> dict:
     """Load the model (and start the workers), then read, tag, write and checkpoint chunk after chunk."""
     start, tick = starts
     settings = {
@@ -123,7 +156,7 @@ def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tup
     seconds["load"] = time.perf_counter() - tick
     gc.freeze()  # the model and its vocabularies live to the end: keep them out of every garbage collection
     reader = Reader(cfg.input_format, cfg.one_per_line, cfg.on_decode_error, int(cfg.max_document_mb * 2**20))
-    router = Router(work.targets, cfg.output_format, cfg.resume_settings(), durable=not work.folder_output)
+    router = Router(work.targets, cfg.output_format, cfg.resume_settings(), not work.folder_output, model)
     scorer = Scorer()
     bar = progress(total, cfg.progress)  # a bar on a terminal, a line every few minutes in a log
     try:

@@ -202,11 +202,14 @@ def fit(
     """Train until max_epochs, patience or the time budget; return the best-on-dev weights loaded in `model`.
 
     With `checkpoint_path`, the full state is saved after every epoch, and an existing checkpoint there is
-    resumed from: the continued run replays the same batches and dropout masks as an uninterrupted one.
+    resumed from: the continued run replays the same batches and dropout masks as an uninterrupted one. The run's
+    lock (`checkpoint.hold`) is taken first and kept until the process exits.
     """
     device = torch.device(cfg.device)
     model.to(device)
     loop = Loop(model, cfg, seed)
+    if checkpoint_path is not None:  # one process per run: a second one is refused, naming this one
+        checkpoint.hold(checkpoint_path.parent, f"checkpoint {checkpoint_path}")
     if checkpoint_path is not None and checkpoint_path.is_file():
         loop.restore(checkpoint.load(checkpoint_path))
         print(f"resumed from {checkpoint_path} after epoch {loop.epoch}", flush=True)
