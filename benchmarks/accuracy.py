@@ -159,11 +159,11 @@ def fetch_metrics(jobs: list[Job]) -> None:
     for job in jobs:
         if job.run_id:
             run = client.get_run(job.run_id)
-            job.metrics, job.params = dict(run.data.metrics), dict(run.data.params)
+            job.metrics, job.params = store.metrics_of(run), dict(run.data.params)
             job.commit = run.data.tags.get("git_commit", "")[:7]
             if run.info.status == "KILLED":
                 job.commit += " (stopped)"
-                history = client.get_metric_history(job.run_id, "dev_f1")
+                history = store.history(client, job.run_id, "dev_f1")
                 if history:
                     best = max(history, key=lambda m: m.value)
                     job.metrics.update(best_dev_f1=best.value, best_epoch=best.step, epochs=len(history))

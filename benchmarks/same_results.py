@@ -75,15 +75,18 @@ def run(tree: Path, argv: list[str]) -> None:
         sys.exit(f"{tree}: python {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
 
 
-def read_runs(store: str, experiments: list[str]) -> dict[str, dict]:
+def read_runs(uri: str, experiments: list[str]) -> dict[str, dict]:
     import mlflow
 
-    client = mlflow.MlflowClient(store)
+    from ner.tracking import store
+
+    client = mlflow.MlflowClient(uri)
     out = {}
     for name in experiments:
         (run_,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
-        history = {k: [m.value for m in client.get_metric_history(run_.info.run_id, k)] for k in METRICS}
-        out[name] = {"run_id": run_.info.run_id, **history, **{k: run_.data.metrics[k] for k in FINALS}}
+        history = {k: [m.value for m in store.history(client, run_.info.run_id, k)] for k in METRICS}
+        final = store.metrics_of(run_)
+        out[name] = {"run_id": run_.info.run_id, **history, **{k: final[k] for k in FINALS}}
     return out
 
 

@@ -46,15 +46,15 @@ def promote(
     mlflow.set_tracking_uri(store.store_uri(tracking_uri))
     client = mlflow.MlflowClient()
     try:
-        run = model_uri.best_run(experiment, (metric,))
+        run = model_uri.best_run(experiment, (store.logged_name(metric), metric))  # new runs' name, then old ones'
     except model_uri.ModelError as err:
         raise SystemExit(str(err)) from None
     version = registered_version(client, model_name, run.info.run_id)
     client.set_registered_model_alias(model_name, alias, version.version)
-    score = run.data.metrics[metric]
+    score = store.metrics_of(run)[metric]
     client.set_model_version_tag(model_name, version.version, metric, f"{score:.4f}")
     client.set_model_version_tag(model_name, version.version, "experiment", experiment)
-    test = run.data.metrics.get("test_f1")
+    test = store.metrics_of(run).get("test_f1")
     print(
         f"models:/{model_name}@{alias} -> version {version.version}: run {run.info.run_name} ({run.info.run_id}),"
         f" {metric} {score:.2f}" + (f", test F1 {test:.2f}" if test is not None else ""),

@@ -46,6 +46,7 @@ import torch
 from ner.data import schemes
 from ner.evaluation import metrics
 from ner.model.tagger import Tagger
+from ner.tracking import store
 from ner.training.gradients import plot_profiles, profile_batch, timestep_grad_norms
 from ner.training.sweep import fmt, mean_std, to_csv
 
@@ -171,9 +172,9 @@ def collect(sweep_dir: Path, tracking_uri: str | None, profiles: bool) -> list[d
             "bidirectional": run.data.params["model.bidirectional"] == "True",
             "seed": int(run.data.params["seed"]),
             "run_id": job["run_id"],
-            "best_dev_f1": run.data.metrics["best_dev_f1"],
-            "test_f1": run.data.metrics["test_f1"],
-            "epochs": int(run.data.metrics.get("epochs", 0)),
+            "best_dev_f1": store.metrics_of(run)["best_dev_f1"],
+            "test_f1": store.metrics_of(run)["test_f1"],
+            "epochs": int(store.metrics_of(run).get("epochs", 0)),
             "threads": run.data.params.get("trainer.threads", "?"),
             "max_train": int(run.data.params.get("data.max_train_samples", 0)),
             "epoch_seconds": _mean_epoch_seconds(job["run_id"]),
@@ -199,8 +200,9 @@ def _test_predictions(run_id: str) -> str:
 
 
 def _mean_epoch_seconds(run_id: str) -> float:
-    """Mean wall time of the run's epochs (training pass plus dev scoring), from its `epoch_seconds` metric."""
-    history = mlflow.MlflowClient().get_metric_history(run_id, "epoch_seconds")
+    """Mean wall time of the run's epochs (training pass plus dev scoring), from its `epoch/seconds` metric."""
+    client = mlflow.MlflowClient()
+    history = store.history(client, run_id, "seconds") or client.get_metric_history(run_id, "epoch_seconds")
     return statistics.fmean(m.value for m in history) if history else math.nan
 
 

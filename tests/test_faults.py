@@ -17,17 +17,12 @@ from ner.training import checkpoint
 from tests.conftest import ROOT, TINY, compose_train
 
 pytestmark = pytest.mark.slow
-_logged = getattr(store, "logged_name", lambda key: key)  # the name a metric is logged under (dev_f1 -> epoch/dev_f1)
+history = store.history  # a per-epoch metric's values by its plain name (dev_f1), logged as epoch/dev_f1
 
 
 def metric(run, key: str) -> float:
-    """A run's final metric by its plain name, under the name it was logged with."""
-    return run.data.metrics.get(key, run.data.metrics.get(_logged(key)))
-
-
-def history(client, run_id: str, key: str) -> list:
-    """A per-epoch metric's values by its plain name, under the name it was logged with."""
-    return client.get_metric_history(run_id, key) or client.get_metric_history(run_id, _logged(key))
+    """A run's final metric by its plain name (test_f1), logged as test/f1."""
+    return store.metrics_of(run)[key]
 
 
 def train_cmd(tmp: Path, experiment: str, *overrides: str) -> list[str]:

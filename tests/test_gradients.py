@@ -113,11 +113,11 @@ def test_log_gradient_profile_logs_metrics_a_plot_and_numbers(tmp_path, uni_rnn,
         log_gradient_profile(model, enc, step=3, max_distance=8)
     client = mlflow.MlflowClient()
     metrics = client.get_run(run.info.run_id).data.metrics
-    assert {"grad_norm_d0", "grad_norm_d1", "grad_norm_d5"} <= set(metrics)
-    assert "grad_norm_d10" not in metrics  # beyond max_distance
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "grad_norm_d0")] == [3]
+    assert {"gradients/norm_d0", "gradients/norm_d1", "gradients/norm_d5"} <= set(metrics)
+    assert "gradients/norm_d10" not in metrics  # beyond max_distance
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "gradients/norm_d0")] == [3]
     names = {a.path for a in client.list_artifacts(run.info.run_id, "gradients")}
     assert names == {"gradients/grad_norm_epoch3.png", "gradients/grad_norm_epoch3.json"}
     info = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/gradients/grad_norm_epoch3.json"))
     assert info["model"] == "rnn" and len(info["grad_norm"]) == 9
-    assert math.isclose(info["grad_norm"][0], metrics["grad_norm_d0"], rel_tol=1e-6)
+    assert math.isclose(info["grad_norm"][0], metrics["gradients/norm_d0"], rel_tol=1e-6)

@@ -171,10 +171,10 @@ def test_the_readme_ui_command_serves_the_project_store(project_store):
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
         tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
         assert params["model.cell"] == "lstm" and params["trainer.max_epochs"] == "2"
-        assert {"test_f1", "best_dev_f1", "dev_f1", "train_loss"} <= set(metrics)
-        assert tags["cell"] == "lstm" and tags["mlflow.note.content"].startswith("test F1")
+        assert {"test/f1", "dev/f1", "epoch/dev_f1", "epoch/train_loss"} <= set(metrics)
+        assert tags["cell"] == "lstm" and tags["mlflow.note.content"].startswith("**test F1")
         run_id = run["info"]["run_id"]
-        status, body = http(f"{base}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=dev_f1")
+        status, body = http(f"{base}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=epoch/dev_f1")
         assert [m["step"] for m in json.loads(body)["metrics"]] == [1, 2]
         status, body = http(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}")
         assert status == 200 and "test_predictions.conll.txt" in {f["path"] for f in json.loads(body)["files"]}

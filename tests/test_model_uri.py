@@ -67,9 +67,9 @@ def test_best_picks_the_highest_best_dev_f1_among_runs_with_a_model(trained_run,
         ids = make_runs(
             "pick",
             [
-                ("low", {"best_dev_f1": 80.0, "dev_f1": 19.0}, True),
-                ("high", {"best_dev_f1": 90.0, "dev_f1": 9.0}, True),  # dev_f1, the per-epoch curve, is not ranked
-                ("higher-no-model", {"best_dev_f1": 95.0}, False),
+                ("low", {"dev/f1": 80.0, "epoch/dev_f1": 19.0}, True),
+                ("high", {"dev/f1": 90.0, "epoch/dev_f1": 9.0}, True),  # the per-epoch curve is not ranked
+                ("higher-no-model", {"dev/f1": 95.0}, False),
                 ("none", {}, True),
             ],
         )
@@ -77,6 +77,8 @@ def test_best_picks_the_highest_best_dev_f1_among_runs_with_a_model(trained_run,
         assert model_uri.best_run("pick").info.run_id == ids["high"]
         ids = make_runs("old-runs", [("a", {"dev_f1": 70.0}, True), ("b", {"dev_f1": 75.0}, True)])
         assert model_uri.best_run_uri("old-runs", uri) == f"runs:/{ids['b']}/model"  # before best_dev_f1: dev_f1
+        ids = make_runs("older-names", [("a", {"best_dev_f1": 70.0}, True), ("b", {"best_dev_f1": 65.0}, True)])
+        assert model_uri.best_run_uri("older-names", uri) == f"runs:/{ids['a']}/model"  # before dev/f1
         make_runs("no-models", [("a", {"best_dev_f1": 70.0}, False)])
         with pytest.raises(model_uri.ModelError, match="has a logged model"):
             model_uri.best_run_uri("no-models", uri)

@@ -87,12 +87,12 @@ def test_a_sweep_is_one_parent_run_with_a_child_per_job_and_a_summary(tmp_path, 
     names = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"sweep_summary.md", "sweep_summary.csv", "sweep_runs.csv", "multirun.yaml"} <= names
     (row,) = _artifact_csv(client, parent.info.run_id, "sweep_summary.csv")
-    dev = [c.data.metrics["best_dev_f1"] for c in children]
+    dev = [c.data.metrics["dev/f1"] for c in children]
     assert (row["setting"], row["finished"], row["failed"]) == ("all", "2", "0")
     assert math.isclose(float(row["best_dev_f1_mean"]), sum(dev) / 2, abs_tol=1e-9)
-    best = max(children, key=lambda c: c.data.metrics["best_dev_f1"])
+    best = max(children, key=lambda c: c.data.metrics["dev/f1"])
     assert parent.data.tags["best_run_id"] == best.info.run_id
-    assert "best_dev_f1" not in parent.data.metrics  # the parent must never look like a promotable run
+    assert "dev/f1" not in parent.data.metrics  # the parent must never look like a promotable run
     summary = (tmp_path / "multirun" / "sweep_summary.md").read_text()
     assert "| all | 2 | 0 |" in summary and best.info.run_id in summary
 
@@ -102,7 +102,7 @@ def test_a_sweep_is_one_parent_run_with_a_child_per_job_and_a_summary(tmp_path, 
     assert study.main(["--sweep-dir", str(tmp_path / "multirun"), "--tracking-uri", uri, "--out", str(out)]) == 0
     (row,) = list(csv.DictReader(io.StringIO((out / "study.csv").read_text())))
     assert (row["setting"], row["seeds"]) == ("bilstm", "2")
-    assert math.isclose(float(row["test_f1_mean"]), sum(c.data.metrics["test_f1"] for c in children) / 2)
+    assert math.isclose(float(row["test_f1_mean"]), sum(c.data.metrics["test/f1"] for c in children) / 2)
     assert float(row["f1_1-10_mean"]) >= 0 and row["f1_41+_mean"] == "nan"  # the tiny corpus has no long sentence
     assert "| bilstm | 2 |" in (out / "study.md").read_text() and (out / "study_gradients.png").stat().st_size
 

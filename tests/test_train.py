@@ -123,11 +123,13 @@ def test_a_run_logs_config_metrics_artifacts_and_model(trained_run):
     run = mlflow.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["model.cell"] == "lstm" and run.data.params["trainer.max_epochs"] == "25"
-    for key in ("test_f1", "test_f1_strict", "test_precision", "test_recall", "dev_f1", "test_f1_PER"):
-        assert key in run.data.metrics
-    history = mlflow.MlflowClient().get_metric_history(run_id, "dev_f1")
+    for key in ("test/f1", "test/f1_strict", "test/precision", "test/recall", "dev/f1", "test/f1_PER"):
+        assert key in run.data.metrics  # grouped by prefix in the UI's charts: dev/, test/, epoch/, train/
+    history = mlflow.MlflowClient().get_metric_history(run_id, "epoch/dev_f1")
     assert [m.step for m in history] == list(range(1, len(history) + 1))
-    assert {"train_loss", "tokens_per_s", "dev_precision", "dev_recall", "grad_norm_d0"} <= set(run.data.metrics)
+    per_epoch = {"epoch/train_loss", "epoch/tokens_per_s", "epoch/dev_precision", "epoch/dev_recall"}
+    assert per_epoch | {"gradients/norm_d0", "train/minutes", "train/best_epoch"} <= set(run.data.metrics)
+    assert not [k for k in run.data.metrics if "/" not in k]  # every metric in a section
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
     assert {
         "config.yaml",
@@ -143,9 +145,9 @@ def test_a_run_logs_config_metrics_artifacts_and_model(trained_run):
         "test_confusion.png",
         "gradients",
     } <= names
-    for key in ("test_ece", "test_ece_uncalibrated", "test_invalid_predicted_sequences", "temperature"):
+    for key in ("test/ece", "test/ece_uncalibrated", "test/invalid_predicted_sequences", "dev/temperature"):
         assert key in run.data.metrics
-    assert run.data.metrics["test_invalid_predicted_sequences"] == 0  # the constrained CRF
+    assert run.data.metrics["test/invalid_predicted_sequences"] == 0  # the constrained CRF
     assert run.data.tags["mlflow.runName"] == "bilstm-crf-s1"
     assert run.data.params["model.word_dim"] == "5"  # the vectors' size, not the config's 100
     assert run.data.params["data_size.train.sentences"] == str(report_sentences(run_id))

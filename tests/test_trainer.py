@@ -175,7 +175,7 @@ def test_the_best_dev_weights_are_restored_before_the_test_score(tmp_path, monke
     test = Sentences.of(corpus["test"])
     rescored = metrics.score(test.gold, Engine(model).predict(test.tokens, test.documents))["f1"]
     run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(final["run_id"])
-    assert final["test_f1"] == run.data.metrics["test_f1"] == rescored
+    assert final["test_f1"] == run.data.metrics["test/f1"] == rescored
 
 
 @pytest.mark.parametrize("bad", [{"clip": -1.0}, {"lr": -0.1}, {"lr": 0.0}, {"max_epochs": 0}])

@@ -6,7 +6,7 @@ speed. Accepted forms:
 
 - `runs:/<run_id>/model`: the model logged by a training run;
 - `models:/<name>@<alias>` and `models:/<name>/<version>`: the model registry;
-- `best:<experiment>`: the finished run of that experiment with a logged model and the highest `best_dev_f1`
+- `best:<experiment>`: the finished run of that experiment with a logged model and the highest dev F1 (`dev/f1`)
   (`best_run`; `best:` alone means experiment `ner`, the training default);
 - a local folder: one written by `Tagger.save`, or a downloaded MLflow model folder (holding `artifacts/tagger`).
 
@@ -26,8 +26,9 @@ from ner.model.tagger import Tagger
 from ner.tracking.store import store_uri
 
 MLFLOW_SCHEMES = ("runs:/", "models:/")
-BEST_METRIC = "best_dev_f1"  # the final dev F1 that train.py logs once per run
-RANKING_METRICS = (BEST_METRIC, "dev_f1")  # dev_f1: per-epoch, the last one counts; for runs without the first
+BEST_METRIC = "dev/f1"  # the final dev F1 that training logs once per run (`store.logged_name("best_dev_f1")`)
+RANKING_METRICS = (BEST_METRIC, "best_dev_f1", "dev_f1")  # the same under the names of older runs (dev_f1: per epoch,
+# the last one counts)
 TAGGER_IN_MODEL = "artifacts/tagger"  # where tracking.log_model puts the tagger inside an MLflow model
 _QUIET = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
@@ -79,8 +80,8 @@ def best_run_uri(experiment: str, tracking_uri: str | None = None) -> str:
 
 def best_run(experiment: str, metrics: tuple[str, ...] = RANKING_METRICS):
     """The best run of an experiment, the one definition that `best:<experiment>` and `pipelines.promote` share:
-    the FINISHED run with a logged model and the highest `best_dev_f1` (dev, never test: choosing on test would
-    make the reported test score a selected one). Runs logged before `best_dev_f1` existed are ranked by their
+    the FINISHED run with a logged model and the highest dev F1 (`dev/f1`) (dev, never test: choosing on test would
+    make the reported test score a selected one). Runs logged before `dev/f1` existed are ranked by their
     last `dev_f1` if no run has the former. Uses the current MLflow tracking URI."""
     import mlflow
 
@@ -98,8 +99,8 @@ def best_run(experiment: str, metrics: tuple[str, ...] = RANKING_METRICS):
     for metric in metrics:
         runs = mlflow.search_runs(
             [exp.experiment_id],
-            filter_string=f"attributes.status = 'FINISHED' and metrics.{metric} > -1",
-            order_by=[f"metrics.{metric} DESC", "attributes.start_time DESC"],
+            filter_string=f"attributes.status = 'FINISHED' and metrics.`{metric}` > -1",
+            order_by=[f"metrics.`{metric}` DESC", "attributes.start_time DESC"],
             output_format="list",
         )
         for run in runs:
@@ -128,7 +129,6 @@ def _store(tracking_uri: str | None) -> Iterator[None]:
     """
     import mlflow
     from mlflow.tracking import is_tracking_uri_set
-
 
     tracking_before = mlflow.get_tracking_uri() if is_tracking_uri_set() else None
     registry_before = mlflow.get_registry_uri() if mlflow.get_registry_uri() != mlflow.get_tracking_uri() else None

@@ -155,6 +155,56 @@ def run(
     mlflow.end_run(status="FINISHED")
 
 
+# What training logs, as the MLflow UI groups it: a chart section per prefix before "/" (epoch/, dev/, test/, train/,
+# gradients/). Code keeps the plain names (`best_dev_f1`, `test_f1`, `train_loss`, ...); these two functions are the
+# one place they turn into logged names and back, so a reader also understands runs logged before the prefixes.
+FINAL_OF_TRAINING = ("best_epoch", "epochs", "train_minutes")
+LOGGED_PREFIXES = (("best_dev_", "dev/"), ("test_", "test/"), ("grad_norm_", "gradients/norm_"))
+
+
+def logged_name(key: str) -> str:
+    """best_dev_f1 -> dev/f1, test_f1 -> test/f1, train_minutes -> train/minutes, temperature -> dev/temperature,
+    grad_norm_d20 -> gradients/norm_d20; anything else is per epoch: train_loss -> epoch/train_loss."""
+    for plain, logged in LOGGED_PREFIXES:
+        if key.startswith(plain):
+            return logged + key[len(plain) :]
+    if key in FINAL_OF_TRAINING:
+        return "train/" + key.removeprefix("train_")
+    if key == "temperature":
+        return "dev/temperature"
+    return "epoch/" + key
+
+
+def logged(values: dict[str, float]) -> dict[str, float]:
+    return {logged_name(k): float(v) for k, v in values.items()}
+
+
+def plain_name(name: str) -> str:
+    """The inverse of `logged_name`; a name without a known prefix (a run logged before them) is returned as is."""
+    if name == "dev/temperature":
+        return "temperature"
+    if name.startswith("train/"):
+        key = name.removeprefix("train/")
+        return key if key in FINAL_OF_TRAINING else f"train_{key}"
+    if name.startswith("epoch/"):
+        return name.removeprefix("epoch/")
+    for plain, prefix in LOGGED_PREFIXES:
+        if name.startswith(prefix):
+            return plain + name[len(prefix) :]
+    return name
+
+
+def metrics_of(run) -> dict[str, float]:
+    """A run's final metrics under their plain names (`best_dev_f1`, `test_f1`, ...), old runs and new alike."""
+    return {plain_name(k): v for k, v in run.data.metrics.items()}
+
+
+def history(client, run_id: str, key: str) -> list:
+    """The per-step values of a plain-named metric (`dev_f1`, `train_loss`), under its logged name or, for a run
+    logged before the prefixes, its plain one."""
+    return client.get_metric_history(run_id, logged_name(key)) or client.get_metric_history(run_id, key)
+
+
 def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
     """{'model': {'cell': 'lstm'}} -> {'model.cell': 'lstm'}: one readable param per config leaf."""
     flat: dict[str, str] = {}

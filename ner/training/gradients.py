@@ -34,6 +34,7 @@ from torch import nn
 
 from ner.data.batching import Batch, Encoded
 from ner.model.tagger import Tagger
+from ner.tracking import store
 
 LOGGED_DISTANCES = (0, 1, 2, 5, 10, 20, 30, 40, 50)  # logged as grad_norm_d{k} metrics; the JSON has every k
 PROFILE_POSITIONS = 20  # prediction positions per sentence in the per-epoch profile (all T would cost T passes)
@@ -107,7 +108,7 @@ def log_gradient_profile(
 ) -> None:
     """Log the profile of the current weights to the active MLflow run (about a second for a BiLSTM-200 on CPU).
 
-    Metrics `grad_norm_d{k}` (at `step`, for the distances in LOGGED_DISTANCES that the batch reaches), and the
+    Metrics `gradients/norm_d{k}` (at `step`, for the distances in LOGGED_DISTANCES that the batch reaches), and the
     artifacts `gradients/grad_norm_epoch{step}.png` (log scale) and `.json` (every distance, plus what was measured).
     """
     device = next(model.parameters()).device
@@ -117,7 +118,7 @@ def log_gradient_profile(
     metrics = {
         f"grad_norm_d{k}": profile[k] for k in LOGGED_DISTANCES if k <= max_distance and profile[k] == profile[k]
     }
-    mlflow.log_metrics(metrics, step=step)
+    mlflow.log_metrics(store.logged(metrics), step=step)
     label = f"{'bi' if model.cfg.bidirectional else ''}{model.cfg.cell}"
     info = {
         "step": step,

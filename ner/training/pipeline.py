@@ -154,7 +154,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metric_log = backlog.MetricLog()
 
         def on_epoch(res: EpochResult) -> None:
-            metric_log.log(_epoch_metrics(res), res.epoch)
+            metric_log.log(store.logged(_epoch_metrics(res)), res.epoch)
             every = tracking_cfg.grad_profile_every
             if every and res.epoch % every == 0:
                 try:
@@ -180,7 +180,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         final.update(
             {"best_epoch": result.best_epoch, "epochs": len(result.history), "train_minutes": result.seconds / 60}
         )
-        mlflow.log_metrics(final)
+        mlflow.log_metrics(store.logged(final))
         mlflow.set_tag("stopped", result.stopped)
         mlflow.set_tag("mlflow.note.content", _description(final))
         if tracking_cfg.log_model:
@@ -258,7 +258,7 @@ def _epoch_metrics(res: EpochResult) -> dict[str, float]:
         "train_loss": res.train_loss,
         "tokens_per_s": res.tokens_per_s,
         "lr": res.lr,
-        "epoch_seconds": res.seconds,
+        "seconds": res.seconds,
         **{f"dev_{k}": v for k, v in res.dev.items()},
     }
 
@@ -279,10 +279,18 @@ def _evaluate(model: Tagger, splits: dict[str, Sentences], run: RunConfig) -> di
 
 
 def _description(final: dict[str, float]) -> str:
-    return (
-        f"test F1 {final.get('test_f1', float('nan')):.2f} (strict {final.get('test_f1_strict', float('nan')):.2f}),"
-        f" dev F1 {final.get('best_dev_f1', float('nan')):.2f}, best epoch {final['best_epoch']}"
+    """The run's description, the first thing its MLflow page shows under the tags: the headline scores."""
+    nan = float("nan")
+    text = (
+        f"**test F1 {final.get('test_f1', nan):.2f}** (strict {final.get('test_f1_strict', nan):.2f})"
+        f" · dev F1 {final.get('best_dev_f1', nan):.2f} · best epoch {final['best_epoch']} of {final['epochs']}"
     )
+    if "test_ece" in final:
+        text += (
+            f" · entity scores calibrated on dev (temperature {final.get('temperature', nan):.2f}): test ECE"
+            f" {final['test_ece_uncalibrated']:.2f}% → {final['test_ece']:.2f}%"
+        )
+    return text
 
 
 STOP = threading.Event()  # set by the app's signal handler; ner/train.py names it as pipeline.STOP, so that

@@ -191,7 +191,11 @@ class MlflowSweepCallback(Callback):
         for run in runs:
             tags = run.data.tags
             record = JobRecord(0, tags.get("overrides", "").split(), run.info.status, run.info.run_id)
-            record.run_name, record.error, record.metrics = run.info.run_name, tags.get("error", ""), run.data.metrics
+            record.run_name, record.error, record.metrics = (
+                run.info.run_name,
+                tags.get("error", ""),
+                store.metrics_of(run),
+            )
             if tags.get(SWEEP_TAG, "").isdigit():
                 record.num = int(tags[SWEEP_TAG])
             else:
