@@ -7,6 +7,7 @@ output_format=html` (`document_html` per document, `page` around them).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from html import escape
 
@@ -24,6 +25,7 @@ mark::after { content: attr(data-type); font-size: 0.65em; font-weight: 600; mar
 .sent .line { display: block; } .sent .who { display: inline-block; width: 3.2em; color: #888; font-size: 0.8em; }
 mark.wrong { outline: 2px solid #c0392b; } mark.missed { background: none; border: 2px dashed #c0392b; }
 .legend mark { margin-right: 0.5em; } .count { color: #c0392b; font-weight: 600; }
+.src { color: #888; font-size: 0.75em; }
 body:has(#only-errors:checked) .sent.ok { display: none; }
 """
 
@@ -33,6 +35,26 @@ def colours(types: Sequence[str]) -> str:
     return "".join(
         f'mark[data-type="{escape(t)}"] {{ background: {PALETTE[i % len(PALETTE)]}; }}\n' for i, t in enumerate(types)
     )
+
+
+TAG_PAGE_MARK = "<!-- ner.tag output_format=html -->"  # how a later `ner.tag` recognises this page as an output
+
+
+def type_colour(typ: str) -> str:
+    """A colour per entity type that depends on the name only: a page written in pieces (`ner.tag`, resumed) has
+    no list of its types up front."""
+    return PALETTE[zlib.crc32(typ.encode()) % len(PALETTE)]
+
+
+def page_start(title: str, meta: str = "") -> str:
+    """The head of a page whose documents are written one by one (`ner.tag output_format=html`)."""
+    return (
+        f'<!DOCTYPE html>\n{TAG_PAGE_MARK}\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f'<style>{CSS}</style></head>\n<body>\n<h1>{escape(title)}</h1>\n<p class="meta">{meta}</p>\n'
+    )
+
+
+PAGE_END = "</body></html>\n"
 
 
 def page(title: str, body: str, types: Sequence[str], meta: str = "") -> str:
@@ -45,22 +67,26 @@ def page(title: str, body: str, types: Sequence[str], meta: str = "") -> str:
     )
 
 
-def mark(text: str, typ: str, title: str, css_class: str = "") -> str:
+def mark(text: str, typ: str, title: str, css_class: str = "", colour: str = "") -> str:
     cls = f' class="{css_class}"' if css_class else ""
-    return f'<mark{cls} data-type="{escape(typ)}" title="{escape(title)}">{escape(text)}</mark>'
+    style = f' style="background: {colour}"' if colour else ""
+    return f'<mark{cls}{style} data-type="{escape(typ)}" title="{escape(title)}">{escape(text)}</mark>'
 
 
-def document_html(text: str, entities: Sequence[dict]) -> str:
-    """A document's text with its entities (character offsets, `ner.tag`'s records) marked; score on hover."""
+def document_html(text: str, entities: Sequence[dict], heading: str = "") -> str:
+    """A document's text with its entities (character offsets, `ner.tag`'s records) marked in their type's colour;
+    type and score on hover."""
     out, pos = [], 0
     for e in sorted(entities, key=lambda e: e["start"]):
         if e["start"] < pos:  # never happens with one tagger's output; keep the text whole if it does
             continue
         score = f" {e['score']:.2f}" if "score" in e else ""
-        out += [escape(text[pos : e["start"]]), mark(text[e["start"] : e["end"]], e["type"], f"{e['type']}{score}")]
+        marked = mark(text[e["start"] : e["end"]], e["type"], f"{e['type']}{score}", colour=type_colour(e["type"]))
+        out += [escape(text[pos : e["start"]]), marked]
         pos = e["end"]
     out.append(escape(text[pos:]))
-    return f'<div class="doc">{"".join(out)}</div>'
+    head = f'<div class="src">{escape(heading)}</div>' if heading else ""
+    return f'<div class="doc">{head}{"".join(out)}</div>\n'
 
 
 def _tokens_with(tokens: list[str], marks: dict[int, tuple[int, str, str, str]]) -> str:

@@ -221,10 +221,10 @@ class Tagged:
         if self.score is None or min_score <= 0 or not len(self.score):
             return self
         keep = self.score >= min_score
-        iob2 = self.iob2.copy()
+        iob2, own = self.iob2.copy(), self.own.copy()
         for a, b in zip(self.first[~keep].tolist(), self.stop[~keep].tolist(), strict=True):
-            iob2[a:b] = labels.iob2_id["O"]
-        return replace(self, iob2=iob2, first=self.first[keep], stop=self.stop[keep], score=self.score[keep])
+            iob2[a:b] = own[a:b] = labels.iob2_id["O"]
+        return replace(self, iob2=iob2, own=own, first=self.first[keep], stop=self.stop[keep], score=self.score[keep])
 
 
 class _Collector:

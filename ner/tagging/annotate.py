@@ -69,6 +69,7 @@ class Annotator:
     scores: bool = True
     min_score: float = 0.0
     engine: Engine = field(init=False, repr=False)
+    own_tags: list[list[str]] = field(init=False, repr=False, default_factory=list)  # of the last `finish`
 
     def __post_init__(self) -> None:
         self.precision = resolve_precision(self.precision, self.device)
@@ -146,6 +147,7 @@ class Annotator:
             none = np.zeros(0, dtype=np.int64)
             tagged = Tagged(tagged, tagged, none, first, stop, None, lengths)
         tagged = tagged.at_least(self.min_score, self.engine.labels)
+        self.own_tags = tagged.tags(self.engine.labels, own=True)  # strict-mode scoring of gold input (ner.tag)
         with gc_paused():
             p = prepared
             records = _build_records(p.texts, p.words, p.starts, p.ends, p.doc_sents, tagged, self.engine.labels)

@@ -27,6 +27,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ner.evaluation.html import TAG_PAGE_MARK
 from ner.tagging.readers import (  # noqa: F401 - re-exported: spark.py, tests and older imports use files.*
     BINARY_PROBE,
     DECODE_ERRORS,
@@ -119,6 +120,8 @@ def is_tag_output(path: Path) -> bool:
     glob it is left out, so that tagging a folder twice, into another output inside it, does not tag its records."""
     with open(path, "rb") as f:
         head = f.read(4096)
+    if head.startswith(b"<!DOCTYPE html>\n" + TAG_PAGE_MARK.encode()):
+        return True
     return head.startswith(SPANS_HEADER.encode()) or _JSONL_RECORD.match(head) is not None
 
 

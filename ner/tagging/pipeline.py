@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ner import config
+from ner.evaluation.errors import ErrorReport
 from ner.evaluation.metrics import Scorer
 from ner.tagging import spark
 from ner.tagging.annotate import MAX_SENTENCE_TOKENS, PRECISIONS, Annotator, Prepared
@@ -54,6 +55,8 @@ class TagConfig:
     workers: int = 2
     device: str = "cpu"
     precision: str = "auto"
+    scores: bool = True
+    min_score: float = 0.0
     tracking_uri: str | None = None
     progress: bool = True
     engine: str = "local"
@@ -72,6 +75,10 @@ class TagConfig:
             raise TagError(f"max_document_mb={self.max_document_mb} must be > 0")
         if self.precision not in PRECISIONS:
             raise TagError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise TagError(f"min_score={self.min_score} must be between 0 and 1 (an entity's probability)")
+        if self.min_score and not self.scores:
+            raise TagError(f"min_score={self.min_score} needs the entity scores: drop scores=false")
         if self.engine not in ("local", "spark"):
             raise TagError(f"engine={self.engine!r} is not one of local, spark")
         config.device("device", self.device)
@@ -83,7 +90,7 @@ class TagConfig:
         The model is not compared by its URI here but by what it resolves to (`model_identity`, checked once it is
         resolved): `best:X` may name a newer run by then, and the same weights under another URI are fine.
         """
-        keys = ("input_format", "one_per_line", "output_format", "max_sentence_tokens")
+        keys = ("input_format", "one_per_line", "output_format", "max_sentence_tokens", "scores", "min_score")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -145,11 +152,12 @@ def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tup
         "max_sentence_tokens": cfg.max_sentence_tokens,
         "device": cfg.device,
         "precision": cfg.precision,
+        "scores": cfg.scores,
     }
     total = sum(p.stat().st_size for t in work.targets if not t.done for p in t.sources)
     # one chunk: nothing to overlap, no process to start; a GPU is fed from this process
     workers = cfg.workers if total > cfg.chunk_chars and cfg.device == "cpu" else 0
-    annotator = Annotator(model_uri.load_folder(folder, cfg.device), **settings)
+    annotator = Annotator(model_uri.load_folder(folder, cfg.device), **settings, min_score=cfg.min_score)
     settings["precision"] = annotator.precision  # "auto" resolved once, here: the workers run the same
     pool = AnnotatorPool(str(folder), workers, **settings) if workers else None
     seconds = annotator.seconds
@@ -158,6 +166,8 @@ def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tup
     reader = Reader(cfg.input_format, cfg.one_per_line, cfg.on_decode_error, int(cfg.max_document_mb * 2**20))
     router = Router(work.targets, cfg.output_format, cfg.resume_settings(), not work.folder_output, model)
     scorer = Scorer()
+    featurizer = annotator.tagger.featurizer
+    errors = ErrorReport(seen=set(featurizer.words.itos[: featurizer.training_words]) or None)
     bar = progress(total, cfg.progress)  # a bar on a terminal, a line every few minutes in a log
     try:
         chunked = chunks(reader.documents(work.targets, bar.update), cfg.chunk_chars, cfg.chunk_docs, seconds)
@@ -165,7 +175,7 @@ def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tup
             tick = time.perf_counter()
             router.write(chunk, records)
             seconds["write"] += time.perf_counter() - tick
-            _count(summary, chunk, records, scorer)
+            _count(summary, chunk, records, annotator.own_tags, scorer, errors)
             bar.update(sum(d.size for d in chunk))
             rate = summary["tokens"] / max(time.perf_counter() - start, 1e-9)
             bar.set_postfix_str(f"{summary['documents']:,} docs, {rate:,.0f} tokens/s", refresh=False)
@@ -183,7 +193,17 @@ def _run(cfg: TagConfig, work: Plan, folder: Path, summary: Counter, starts: tup
     summary["decode_errors_replaced"] = reader.decode_errors
     summary["documents_resumed"] = sum(t.skip for t in work.targets if not t.done)
     out = run_summary(cfg, summary, seconds, start, scorer.scores() if scorer.used else None)
+    if scorer.used:
+        out["errors_report"] = _write_errors(errors, work)
     return {**out, "precision": annotator.precision}
+
+
+def _write_errors(errors: ErrorReport, work: Plan) -> str:
+    """Gold CoNLL input: the error analysis training logs for dev and test, beside the output."""
+    first = work.targets[0].output
+    path = first.parent / "errors.md" if work.folder_output else first.with_name(first.name + ".errors.md")
+    path.write_text(errors.markdown(), encoding="utf-8")
+    return str(path)
 
 
 def _tagged(
@@ -225,15 +245,31 @@ def _annotate(annotator: Annotator, chunk: list[Document]) -> list[dict]:
     return annotator.annotate_tokens([d.sentences for d in chunk])
 
 
-def _count(summary: Counter, chunk: list[Document], records: list[dict], scorer: Scorer) -> None:
+def _count(
+    summary: Counter, chunk: list[Document], records: list[dict], own: list, scorer: Scorer, errors: ErrorReport
+) -> None:
+    """Add a chunk to the counts; gold CoNLL input is also scored (strict mode on the model's own tags: `own`,
+    one list per sentence of the chunk) and its errors analysed."""
     summary["documents"] += len(chunk)
     summary["sentences"] += sum(len(r["sentences"]) for r in records)
     summary["tokens"] += sum(len(s["tokens"]) for r in records for s in r["sentences"])
     summary["entities"] += sum(len(r["entities"]) for r in records)
     gold = [g for d in chunk if d.gold is not None for g in d.gold]
     if gold:
-        pred = [s["tags"] for d, r in zip(chunk, records, strict=True) if d.gold is not None for s in r["sentences"]]
-        scorer.add(gold, pred)
+        scored = [(d, r) for d, r in zip(chunk, records, strict=True) if d.gold is not None]
+        pred = [s["tags"] for _, r in scored for s in r["sentences"]]
+        tokens = [s["tokens"] for _, r in scored for s in r["sentences"]]
+        first_sentence = [0]
+        for r in records:
+            first_sentence.append(first_sentence[-1] + len(r["sentences"]))
+        own_scored = [
+            own[i]
+            for k, (d, _) in enumerate(zip(chunk, records, strict=True))
+            if d.gold is not None
+            for i in range(first_sentence[k], first_sentence[k + 1])
+        ]
+        scorer.add(gold, pred, own_scored)
+        errors.add(tokens, gold, pred)
 
 
 def run_summary(

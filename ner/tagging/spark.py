@@ -344,6 +344,7 @@ def _json_text(doc: Document, column: str) -> Document:
 
 def _options(cfg, schema) -> dict:
     keys = ("batch_size", "max_tokens", "max_sentence_tokens", "device", "precision", "chunk_chars", "chunk_docs")
+    keys += ("scores", "min_score")
     return {**{k: getattr(cfg, k) for k in keys}, "threads": cfg.threads or 1, "schema": schema}
 
 
@@ -366,7 +367,7 @@ def _annotator(name: str, options: dict, counts: Counter):
         from ner.tagging.annotate import Annotator
 
         torch.set_num_threads(options["threads"])  # one per worker: N workers share N cores
-        keys = ("batch_size", "max_tokens", "max_sentence_tokens", "device", "precision")
+        keys = ("batch_size", "max_tokens", "max_sentence_tokens", "device", "precision", "scores", "min_score")
         tagger = Tagger.load(SparkFiles.get(name), options["device"])
         _ANNOTATORS[name] = Annotator(tagger, **{k: options[k] for k in keys})
         gc.freeze()  # as engine=local: the model lives as long as the worker, out of every garbage collection

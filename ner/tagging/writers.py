@@ -12,7 +12,9 @@ straight through (no `.partial`, no rename, no resume). One run writes an output
 JSONL record: {"source": input file, "doc": index of the document in that file (0-based), "text": str,
 "sentences": [{"start", "end", "tokens", "offsets": [[start, end]], "tags": [IOB2], "gold": [IOB2] (CoNLL
 input with tags only)}], "entities": [{"text", "type", "start", "end"}]}; offsets are character offsets into
-"text", end exclusive. For CoNLL input "text" is the tokens joined by spaces, sentences by newlines.
+"text", end exclusive. For CoNLL input "text" is the tokens joined by spaces, sentences by newlines. `html`: one
+self-contained page (`ner.evaluation.html`), a block per document with its entities highlighted by type and their
+scores on hover; its closing tags are written when the output is complete.
 
 Past 300 lines: the formats, the partial and progress files, the input record and the lock are one contract,
 what a resume may trust of an earlier run's output; split, each part would only make sense beside the others.
@@ -31,9 +33,10 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
+from ner.evaluation import html
 from ner.tagging.readers import Document, TagError
 
-OUTPUT_FORMATS = {"jsonl": ".jsonl", "conll": ".conll", "spans": ".tsv"}
+OUTPUT_FORMATS = {"jsonl": ".jsonl", "conll": ".conll", "spans": ".tsv", "html": ".html"}
 SPANS_HEADER = "source\tdoc\tstart\tend\ttype\ttext\n"
 _LINE_SEPARATORS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}  # str.splitlines() splits on these
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -149,6 +152,8 @@ def serialise(fmt: str, doc: Document, record: dict) -> str:
         if record.get("error") is not None:
             out["error"] = record["error"]
         return json.dumps(out, ensure_ascii=False) + "\n"
+    if fmt == "html":
+        return html.document_html(record["text"], record["entities"], f"{doc.source} #{doc.index}")
     if fmt == "conll":
         gold = doc.gold or [None] * len(record["sentences"])
         lines = ["-DOCSTART-\tO\tO\n\n" if doc.gold is not None else "-DOCSTART-\tO\n\n"]
@@ -208,6 +213,9 @@ class Writer:
                 self.file = open(path, "wb")  # noqa: SIM115
                 if fmt == "spans":
                     self._append(SPANS_HEADER.encode())
+                if fmt == "html":
+                    meta = "Entities highlighted by type; hover for the type and the model's score."
+                    self._append(html.page_start(f"ner.tag: {target.output.name}", meta).encode())
         except OSError as err:
             raise write_error(err, path, 0) from None
 
@@ -252,6 +260,8 @@ class Writer:
 
     def commit(self, durable: bool) -> None:
         """Close and rename the complete output into place (fsync first if `durable`); drop the resume record."""
+        if self.fmt == "html":
+            self._append(html.PAGE_END.encode())
         self.file.flush()
         if durable and not self.target.stream:
             os.fsync(self.file.fileno())
