@@ -33,6 +33,7 @@ STAGES = {
     "features": "form table (word, case, chars)",
     "model": "batching + embeddings + BiLSTM + projection",
     "decode": "Viterbi + IOB2 + entity spans",
+    "scores": "entity scores (forward-backward, span marginals)",
     "wait": "waiting for workers (workers > 0)",
     "records": "build records",
     "write": "serialise + write",

@@ -31,19 +31,26 @@ body:has(#only-errors:checked) .sent.ok { display: none; }
 
 
 def colours(types: Sequence[str]) -> str:
-    """CSS giving each entity type its colour."""
-    return "".join(
-        f'mark[data-type="{escape(t)}"] {{ background: {PALETTE[i % len(PALETTE)]}; }}\n' for i, t in enumerate(types)
-    )
+    """CSS giving each entity type its colour (`type_colour`)."""
+    return "".join(f'mark[data-type="{escape(t)}"] {{ background: {type_colour(t)}; }}\n' for t in types)
 
 
 TAG_PAGE_MARK = "<!-- ner.tag output_format=html -->"  # how a later `ner.tag` recognises this page as an output
 
 
+KNOWN_TYPES = {  # CoNLL-2003 and WNUT-17 types: distinct colours; any other type gets one by its name's hash
+    **dict.fromkeys(("PER", "person"), PALETTE[3]),
+    **dict.fromkeys(("LOC", "location"), PALETTE[0]),
+    **dict.fromkeys(("ORG", "corporation", "group"), PALETTE[2]),
+    **dict.fromkeys(("MISC", "product"), PALETTE[1]),
+    "creative-work": PALETTE[4],
+}
+
+
 def type_colour(typ: str) -> str:
     """A colour per entity type that depends on the name only: a page written in pieces (`ner.tag`, resumed) has
     no list of its types up front."""
-    return PALETTE[zlib.crc32(typ.encode()) % len(PALETTE)]
+    return KNOWN_TYPES.get(typ) or PALETTE[zlib.crc32(typ.encode()) % len(PALETTE)]
 
 
 def page_start(title: str, meta: str = "") -> str:

@@ -30,7 +30,7 @@ from ner.tagging.pool import AnnotatorPool
 from ner.tagging.progress import progress
 from ner.tracking import model_uri
 
-STAGES = ("load", "read", "tokenise", "features", "model", "decode", "wait", "records", "write")
+STAGES = ("load", "read", "tokenise", "features", "model", "decode", "scores", "wait", "records", "write")
 
 
 @dataclass
