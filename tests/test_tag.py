@@ -415,6 +415,6 @@ def test_annotate_tokens_builds_a_text_that_the_offsets_slice(tiny_model_dir):  
 def test_stage_timings_are_recorded(tiny_model_dir, tmp_path):  # noqa: F811
     (tmp_path / "in.txt").write_text("Peter visited Paris .\n" * 50, encoding="utf-8")
     summary = run_tag(model=tiny_model_dir, input=tmp_path / "in.txt", output=tmp_path / "o.jsonl", one_per_line=True)
-    stages = {"load", "read", "tokenise", "features", "model", "decode", "records", "write"}
+    stages = {"load", "read", "tokenise", "features", "model", "decode", "scores", "records", "write"}
     assert set(summary["stage_seconds"]) == stages
     assert summary["tokens"] == 200 and json.dumps(summary)
