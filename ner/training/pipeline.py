@@ -175,6 +175,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
             )
         except Stop as stop:  # the command to continue, with this run's id
             raise Stop(f"{stop}; resume with trainer.resume={run_id}") from None
+        try:  # the end of a run talks to the store directly: a server gone now would stall it for minutes
+            store.check_reachable(mlflow.get_tracking_uri(), timeout=5)
+        except store.TrackingError as err:
+            raise store.TrackingError(
+                f"{err}; training is done and its checkpoint kept: resume with "
+                f"trainer.resume={run_id} once the store is back"
+            ) from None
         metric_log.flush()
         final = _evaluate(model, splits, run)
         final.update(
