@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,19 @@ def compose_train(tmp_path: Path, *overrides: str):
                 *overrides,
             ],
         )
+
+
+def run_sweep(
+    tmp_path: Path, *overrides: str, cache_dir: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m ner.train -m experiment=smoke ...` on the tiny corpus, its store and sweep folder in tmp_path (the
+    parsed-corpus cache in `cache_dir`, default tmp_path/cache), as a real process; no parent run inherited."""
+    cmd = [sys.executable, "-m", "ner.train", "-m", "experiment=smoke", f"data.path={TINY}"]
+    cmd += [f"data.cache_dir={cache_dir or tmp_path / 'cache'}", "data.max_train_samples=0", "data.max_eval_samples=0"]
+    cmd += [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"hydra.sweep.dir={tmp_path / 'multirun'}", *overrides]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
+    env.pop("NER_PARENT_RUN_ID", None)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.fixture(scope="session")

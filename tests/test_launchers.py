@@ -16,31 +16,13 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.conftest import ROOT, TINY
+from tests.conftest import run_sweep
 
 
 def _sweep(tmp_path: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The sweep's store and folder in tmp_path; the parsed-corpus cache beside it, shared by a test's sweeps."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "ner.train",
-        "-m",
-        "experiment=smoke",
-        f"data.path={TINY}",
-        f"data.cache_dir={tmp_path.parent / 'cache'}",
-        "data.max_train_samples=0",
-        "data.max_eval_samples=0",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        f"hydra.sweep.dir={tmp_path / 'multirun'}",
-        "tracking.log_model=false",
-        "tracking.grad_profile_every=0",
-        "trainer.max_epochs=1",
-        *overrides,
-    ]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
-    env.pop("NER_PARENT_RUN_ID", None)
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    fast = ("tracking.log_model=false", "tracking.grad_profile_every=0", "trainer.max_epochs=1")
+    return run_sweep(tmp_path, *fast, *overrides, cache_dir=tmp_path.parent / "cache", env=env)
 
 
 def _tree(tmp_path: Path) -> tuple[mlflow.MlflowClient, mlflow.entities.Run, dict[str, mlflow.entities.Run]]:

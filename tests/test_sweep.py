@@ -9,9 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -22,7 +20,7 @@ from omegaconf import OmegaConf
 from ner.training.sweep import JobRecord, MlflowSweepCallback, mean_std, settings, summary_rows
 from pipelines import study
 from pipelines.promote import promote
-from tests.conftest import ROOT, TINY
+from tests.conftest import run_sweep
 
 
 @pytest.fixture
@@ -34,23 +32,7 @@ def restore_tracking_uri():
 
 
 def _sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "ner.train",
-        "-m",
-        "experiment=smoke",
-        f"data.path={TINY}",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "data.max_train_samples=0",
-        "data.max_eval_samples=0",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        f"hydra.sweep.dir={tmp_path / 'multirun'}",
-        "trainer.threads=1",
-        *overrides,
-    ]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    return run_sweep(tmp_path, "trainer.threads=1", *overrides)
 
 
 def _runs(tmp_path: Path, experiment: str = "smoke") -> tuple[mlflow.MlflowClient, list]:
