@@ -11,6 +11,10 @@ Why it is fast on many sentences at once:
 - Viterbi runs on the whole batch; the mapping to IOB2 is numpy over all tokens (a sentence the tag scheme would
   not allow, possible only with a softmax head, goes through `schemes.convert`, which reads it the conlleval way).
 
+Near 400 lines on purpose: the engine and the one description of what it returns (`Tagged`: tags as read, the
+model's own tags, invalid sentences, entities and their scores; `LabelMap`: model labels to IOB2 and entity spans)
+are built batch by batch together (`_Collector`), and every caller reads that description.
+
 Precision is a per-call choice: "bf16" runs the recurrent encoder on a bfloat16 copy of its weights that the
 `Tagger` makes on first use and remakes when the weights change; "fp32" uses the weights themselves, so training,
 which scores dev with them every epoch, never sees the copy.

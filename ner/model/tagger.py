@@ -2,6 +2,7 @@
 
 One class, in the spirit of Flair's SequenceTagger: its constructor arguments (a `ModelConfig`, the vocabularies
 and the labels) are saved beside the weights, so `load(folder)` rebuilds it without pickle or the training code.
+A little past 300 lines because its small feature modules (char CNN/LSTM, the dropouts) live here with it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """One training run from a composed config: build data and model, fit, score dev and test, track it all in MLflow.
 
 `python -m ner.train` (ner/train.py) is a thin Hydra entry point around `train(cfg)`; tests call `train` directly.
+A little past 300 lines: `train` and what a run logs about itself (params, data report, names, description) are
+read together; the scoring and its files are in `ner.evaluation.assess`.
 """
 
 from __future__ import annotations
