@@ -42,7 +42,11 @@ def compose_train(tmp_path: Path, *overrides: str):
 
 
 def run_sweep(
-    tmp_path: Path, *overrides: str, cache_dir: Path | None = None, env: dict[str, str] | None = None
+    tmp_path: Path,
+    *overrides: str,
+    cache_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess:
     """`python -m ner.train -m experiment=smoke ...` on the tiny corpus, its store and sweep folder in tmp_path (the
     parsed-corpus cache in `cache_dir`, default tmp_path/cache), as a real process; no parent run inherited."""
@@ -51,7 +55,7 @@ def run_sweep(
     cmd += [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"hydra.sweep.dir={tmp_path / 'multirun'}", *overrides]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
     env.pop("NER_PARENT_RUN_ID", None)
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="session")

@@ -19,10 +19,10 @@ import pytest
 from tests.conftest import run_sweep
 
 
-def _sweep(tmp_path: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def _sweep(tmp_path: Path, *overrides: str, env: dict[str, str] | None = None, timeout: float = 300):
     """The sweep's store and folder in tmp_path; the parsed-corpus cache beside it, shared by a test's sweeps."""
     fast = ("tracking.log_model=false", "tracking.grad_profile_every=0", "trainer.max_epochs=1")
-    return run_sweep(tmp_path, *fast, *overrides, cache_dir=tmp_path.parent / "cache", env=env)
+    return run_sweep(tmp_path, *fast, *overrides, cache_dir=tmp_path.parent / "cache", env=env, timeout=timeout)
 
 
 def _tree(tmp_path: Path) -> tuple[mlflow.MlflowClient, mlflow.entities.Run, dict[str, mlflow.entities.Run]]:
@@ -129,7 +129,8 @@ def _ray_starts(env: dict[str, str]) -> str:
 def test_ray_local_cluster_gives_the_same_tree(tmp_path):
     _needs("hydra_plugins.hydra_ray_launcher", "ray")
     loopback = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray's local mode: every address is 127.0.0.1
-    proc = _sweep(tmp_path, "hydra/launcher=ray_local", "model.cell=rnn,gru", env=loopback)
+    # 24 s on a quiet machine; a Ray cluster starting beside busy cores took over 300 s once
+    proc = _sweep(tmp_path, "hydra/launcher=ray_local", "model.cell=rnn,gru", env=loopback, timeout=900)
     if proc.returncode != 0 and (why := _ray_starts(loopback)):
         pytest.skip(f"Ray cannot start a local cluster on this machine: {why}")
     assert proc.returncode == 0, proc.stderr[-3000:]
