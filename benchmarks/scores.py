@@ -65,8 +65,9 @@ def report(on: dict, off: dict, tokens: int, model: str, args) -> str:
         [
             "## Entity scores: what they cost `ner.tag`",
             "",
-            f"`{harness.command('scores')}` on {_machine()}, {tokens:,} tokens of CoNLL-2003 news,"
-            f" `threads=1 workers=0`, {args.rounds} alternating rounds of each (medians), model `{model}`;"
+            f"`{harness.command('scores', drop=('--model', '--tracking-uri'))} --model <a model of `python -m"
+            f" ner.train`>` on {_machine()}, {tokens:,} tokens of CoNLL-2003 news, `threads=1 workers=0`,"
+            f" {args.rounds} alternating rounds of each (medians), here the default model {_run_of(model)};"
             f" CPU seconds of the tagging process's one thread, model load left out; load average"
             f" {harness.load_average()}.",
             "",
@@ -76,6 +77,11 @@ def report(on: dict, off: dict, tokens: int, model: str, args) -> str:
             f" ({100 * (1 - ratio):.1f}% fewer).",
         ]
     )
+
+
+def _run_of(model: str) -> str:
+    """'run 2d1f818a' for runs:/2d1f818a.../model; anything else as given, without this machine's folders."""
+    return f"run {model.split('/')[1][:8]}" if model.startswith("runs:/") else f"`{Path(model).name}`"
 
 
 def _machine() -> str:

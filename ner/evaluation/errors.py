@@ -83,9 +83,9 @@ class ErrorReport:
     def add(self, tokens: Sequence[list[str]], gold: Sequence[list[str]], pred: Sequence[list[str]]) -> None:
         """Count one more batch of sentences (`ner.tag` adds a large CoNLL input chunk by chunk)."""
         for f in findings(gold, pred):
-            self._add(f, tokens[f.sentence], self.seen)
+            self._add(f, tokens[f.sentence])
 
-    def _add(self, f: Finding, tokens: list[str], seen: set[str] | None) -> None:
+    def _add(self, f: Finding, tokens: list[str]) -> None:
         entity = f.gold or f.pred
         self.by_type[entity[2] if f.outcome != "spurious" else f.pred[2]][f.outcome] += 1
         groups = [_length_bucket(len(tokens))]
@@ -93,10 +93,10 @@ class ErrorReport:
             if span is None:
                 continue
             names = [groups[0]]
-            if seen is not None:
+            if self.seen is not None:
                 names.append(
                     "all words seen"
-                    if all(normalise(w) in seen for w in tokens[span[0] : span[1]])
+                    if all(normalise(w) in self.seen for w in tokens[span[0] : span[1]])
                     else "an unseen word"
                 )
             for name in names:

@@ -78,12 +78,6 @@ class Engine:
         words = [w for sent in sentences for w in sent]
         return self.tag(words, lengths, None if documents is None else _run_lengths(documents), precision, scores)
 
-    def iob2_ids(
-        self, words: list[str], lengths: np.ndarray, doc_sents: Sequence[int] | None = None, precision: str = "fp32"
-    ) -> np.ndarray:
-        """IOB2 label ids (`self.labels.iob2`) of every token: `tag(...).iob2`."""
-        return self.tag(words, lengths, doc_sents, precision).iob2
-
     def tag(
         self,
         words: list[str],

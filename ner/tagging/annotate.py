@@ -138,14 +138,9 @@ class Annotator:
         p = prepared
         return self.engine.tag(p.words, p.lengths, p.doc_sents, self.precision, scores=self.scores)
 
-    def finish(self, prepared: Prepared, tagged: Tagged | np.ndarray) -> list[dict]:
+    def finish(self, prepared: Prepared, tagged: Tagged) -> list[dict]:
         """The records of `prepared`, given what the engine said about its tokens (the last step of `annotate`)."""
         tick = time.perf_counter()
-        if isinstance(tagged, np.ndarray):  # IOB2 ids from a worker of `ner.tagging.pool`: entities without scores
-            lengths = prepared.lengths
-            first, stop = self.engine.labels.spans(tagged, lengths)
-            none = np.zeros(0, dtype=np.int64)
-            tagged = Tagged(tagged, tagged, none, first, stop, None, lengths)
         tagged = tagged.at_least(self.min_score, self.engine.labels)
         self.own_tags = tagged.tags(self.engine.labels, own=True)  # strict-mode scoring of gold input (ner.tag)
         with gc_paused():
