@@ -65,8 +65,8 @@ def report(on: dict, off: dict, tokens: int, model: str, args) -> str:
         [
             "## Entity scores: what they cost `ner.tag`",
             "",
-            f"`{harness.command('scores', drop=('--model', '--tracking-uri'))} --model <a model of `python -m"
-            f" ner.train`>` on {_machine()}, {tokens:,} tokens of CoNLL-2003 news, `threads=1 workers=0`,"
+            f"`{harness.command('scores', drop=('--model', '--tracking-uri'))} --model <URI>` (a model of"
+            f" `python -m ner.train`) on {_machine()}, {tokens:,} tokens of CoNLL-2003 news, `threads=1 workers=0`,"
             f" {args.rounds} alternating rounds of each (medians), here the default model {_run_of(model)};"
             f" CPU seconds of the tagging process's one thread, model load left out; load average"
             f" {harness.load_average()}.",
