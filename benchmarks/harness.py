@@ -302,7 +302,7 @@ def time_epoch(sample: Sample, enc=None, warmup: bool = True) -> Timing:
 
     def epoch(data) -> None:
         sample.model.load_state_dict(sample.initial)
-        optimizer = make_optimizer(sample.model, sample.trainer)
+        optimizer = make_optimizer(sample.model.parameters(), sample.trainer)
         train_epoch(sample.model, data, optimizer, sample.trainer, random.Random(0), device, 1)
 
     if warmup:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,6 +85,9 @@ def _typed(key: str, value: Any, hint: Any) -> Any:
         if typing.get_origin(option) is dict or option is dict:
             if isinstance(value, Mapping):
                 return dict(value)
+        if typing.get_origin(option) is list and isinstance(value, Sequence) and not isinstance(value, str):
+            (item,) = typing.get_args(option) or (Any,)
+            return [_typed(f"{key}[{i}]", v, item) if item is not Any else v for i, v in enumerate(value)]
     if str in options and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)  # `tracking.experiment=2024`: Hydra read a name as a number
     raise ConfigError(f"{key}={value!r} is not {_describe(options)}")

@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> float:
         signal.signal(signal.SIGTERM, pipeline.request_stop)
         signal.signal(signal.SIGINT, pipeline.request_stop)
     try:
-        return pipeline.train(cfg)["best_dev_f1"]  # the value Hydra sweepers optimise
+        return pipeline.train(cfg).get("best_dev_f1", float("nan"))  # what sweepers optimise (none: train + dev)
     except (ConfigError, DataError, TrackingError, FloatingPointError) as err:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode

@@ -87,7 +87,8 @@ def assess(engine: Engine, splits: dict, cfg: EvaluationConfig, train_words: Seq
         if short == "test" and cfg.html_sentences:
             page = error_page(data.tokens, data.gold, pred, sentence_scores(tagged), limit=cfg.html_sentences)
             out.files["test_errors.html"] = page
-    out.metrics["temperature"] = out.temperature
+    if dev is not None:  # no dev (trained on train + dev): no temperature fitted, and no dev/ metric at all
+        out.metrics["temperature"] = out.temperature
     keys = ["precision", "recall", "f1", "f1_strict", "invalid_predicted_sequences", "ece"]
     keys += sorted(k for k in rows.get("test", {}) if k.startswith("f1_") and k != "f1_strict")
     out.files["scores.md"] = report.table(rows, keys)

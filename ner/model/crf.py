@@ -85,6 +85,43 @@ class CRF(nn.Module):
             emissions, tags, mask, start, end, trans
         )
 
+    def soft_nll(self, emissions: torch.Tensor, mask: torch.Tensor, unary: torch.Tensor, pairs: torch.Tensor):
+        """-E_q[log p(y | x)] per sentence, (B,), for a distribution q over whole tag sequences given by its
+        marginals: `unary` (B, T, K), P_q(tag k at position t), and `pairs` (B, K, K), the expected number of
+        i -> j transitions in the sentence. The expected path score is linear in those, so this costs one forward
+        pass, as `nll` does, which is its case of q = the gold path (one-hot tags, transition counts). With q a
+        teacher CRF's marginals (`marginals`) it is the cross-entropy to the teacher's whole sequence distribution:
+        structure-level knowledge distillation (Wang et al. 2020), which per-token targets would only approximate.
+        """
+        start, end, trans = self._scores()
+        keep = mask.unsqueeze(2).to(emissions.dtype)
+        last = mask.sum(1) - 1
+        rows = torch.arange(mask.size(0), device=mask.device)
+        expected = (
+            (unary * emissions * keep).sum((1, 2))
+            + unary[:, 0] @ start
+            + unary[rows, last] @ end
+            + (pairs * trans).sum((1, 2))
+        )
+        return self._log_partition(emissions, mask, start, end, trans) - expected
+
+    @torch.no_grad()
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unary (B, T, K), pairs (B, K, K)): P(tag k at t), 0 past a sentence's end, and the expected count of
+        each transition per sentence, by the scaled forward-backward of `LogPartition` (float64 where float32
+        under- or overflows): the targets a student learns in distillation (`soft_nll`)."""
+        scores = emissions.float().masked_fill(~mask.unsqueeze(2), 0.0), *self._scores()
+        forward = _Forward(mask, *scores)
+        betas = forward.betas() if forward.ok else None
+        if betas is None or not bool(torch.isfinite(betas).all()):
+            forward = _Forward(mask, *(x.double() for x in scores))
+            betas = forward.betas()
+        keep = mask.unsqueeze(2).to(betas.dtype)
+        unary = forward.alphas * betas * keep
+        after = forward.probs[:, 1:] * betas[:, 1:] / forward.norms[:, 1:, None] * keep[:, 1:]  # (B, T-1, K)
+        pairs = forward.exp_trans * torch.bmm(forward.alphas[:, :-1].transpose(1, 2), after)
+        return unary.float(), pairs.float()
+
     @torch.no_grad()
     def span_probs(
         self, emissions: torch.Tensor, mask: torch.Tensor, spans: Spans, temperature: float = 1.0

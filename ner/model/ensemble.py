@@ -38,6 +38,12 @@ class Averaged(nn.Module):
                 for name, param in self.crf.named_parameters():
                     param.copy_(torch.stack([m.crf.get_parameter(name) for m in members]).mean(0))
 
+    @property
+    def chain(self):
+        """The averaged CRF (or for softmax members the unconstrained chain of `Tagger.chain`): what span scores
+        and a student's distillation targets (`ner.training.objectives`) are computed with."""
+        return self.crf if self.crf is not None else self.members[0].chain
+
     def form_features(self, forms: FormTable, device: torch.device | str = "cpu") -> torch.Tensor:
         """Every member's features of each form, side by side (F, sum of D)."""
         return torch.cat([m.form_features(forms, device) for m in self.members], dim=1)

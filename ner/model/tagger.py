@@ -239,9 +239,14 @@ class Tagger(nn.Module):
         """Tag scores (B, T, K) from token features (B, T, D). The recurrent encoder runs padded, one direction
         at a time (ner/model/recurrent.py: why), in `dtype`: float32 on the weights themselves, bfloat16 on a
         copy of them (inference only; remade whenever the weights have changed)."""
+        return self.proj(self.out_drop(self.encode(x, lengths, dtype)).float())
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The recurrent states (B, T, directions * hidden) of the top layer, forward direction first, before the
+        output dropout: what the tag scores are read from, and what a language-model objective in training
+        (ner/training/objectives.py) reads as well."""
         weights = None if dtype == torch.float32 else self._rnn_weights(dtype)
-        h = run_padded(self.rnn, self.embed_drop(x).to(dtype), lengths, weights, between_layers=self.layer_drop)
-        return self.proj(self.out_drop(h).float())
+        return run_padded(self.rnn, self.embed_drop(x).to(dtype), lengths, weights, between_layers=self.layer_drop)
 
     def _rnn_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         params = dict(self.rnn.named_parameters())
@@ -264,9 +269,22 @@ class Tagger(nn.Module):
         """Best tag ids (B, T): Viterbi under the constrained transitions, or the argmax for a softmax head."""
         return self.crf.decode(emissions, mask) if self.crf is not None else emissions.argmax(2)
 
-    def loss(self, batch: Batch, emissions: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean negative log-likelihood per sentence (CRF) or per-token cross-entropy summed per sentence."""
+    def loss(
+        self,
+        batch: Batch,
+        emissions: torch.Tensor | None = None,
+        targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Mean negative log-likelihood per sentence (CRF) or per-token cross-entropy summed per sentence, of the
+        gold tags, or with `targets` (unary (B, T, K), pairs (B, K, K) marginals: `CRF.soft_nll`) of a
+        distribution over tag sequences, such as a mix of the gold tags and teachers' marginals (distillation)."""
         emissions = self.emissions(batch) if emissions is None else emissions
+        if targets is not None:
+            unary, pairs = targets
+            if self.crf is not None:
+                return self.crf.soft_nll(emissions, batch.mask, unary, pairs).mean()
+            ce = -(unary * emissions.log_softmax(2)).sum(2)  # (B, T); unary is 0 past each sentence's end
+            return ce.sum() / batch.mask.size(0)
         if self.crf is not None:
             return self.crf.nll(emissions, batch.tags, batch.mask).mean()
         ce = nn.functional.cross_entropy(emissions.transpose(1, 2), batch.tags, reduction="none")  # (B, T)

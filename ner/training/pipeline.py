@@ -16,6 +16,7 @@ import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import datasets
 import mlflow
 import numpy as np
 import torch
@@ -28,9 +29,11 @@ from ner.data.corpus import DataConfig, Sentences, load_corpus
 from ner.data.vocab import EmbeddingsConfig, Vocab, build_word_vocab, coverage, init_embeddings, read_vectors
 from ner.evaluation.assess import EvaluationConfig, assess
 from ner.model.engine import Engine
+from ner.model.ensemble import Averaged
 from ner.model.tagger import ModelConfig, Tagger
-from ner.tracking import backlog, store
+from ner.tracking import backlog, model_uri, store
 from ner.training import checkpoint, gradients
+from ner.training.objectives import Objective, language_model, teacher_targets
 from ner.training.trainer import EpochResult, Stop, TrainerConfig, fit
 
 
@@ -98,6 +101,9 @@ def build(cfg: DictConfig | RunConfig):
     run = cfg if isinstance(cfg, RunConfig) else RunConfig.of(cfg)
     data_cfg, model_cfg, emb_cfg = run.data, run.model, run.embeddings
     corpus, data_report = load_corpus(data_cfg)
+    if run.trainer.train_with_dev:
+        corpus = with_dev(corpus)
+        data_report["train_with_dev"] = len(corpus["train"])  # the splits above are the files, as read
     if model_cfg.context_tokens and len(set(corpus["train"]["document"])) == len(corpus["train"]):
         print(
             f"note: model.context_tokens={model_cfg.context_tokens}, but the training file has no -DOCSTART- lines, "
@@ -122,6 +128,40 @@ def build(cfg: DictConfig | RunConfig):
     return data_cfg, corpus, data_report, featurizer, model
 
 
+def with_dev(corpus: datasets.DatasetDict) -> datasets.DatasetDict:
+    """Train and dev as one training split (their documents kept apart), and no dev split: what
+    `trainer.train_with_dev` trains on (Flair's train_with_dev; Chiu & Nichols 2016)."""
+    if "validation" not in corpus:
+        raise ConfigError("trainer.train_with_dev=true, but the data has no dev split to add to training")
+    train, dev = corpus["train"], corpus["validation"]
+    shift = max(train["document"], default=-1) + 1
+    dev = dev.map(lambda row: {"document": row["document"] + shift}, load_from_cache_file=False)
+    return datasets.DatasetDict(train=datasets.concatenate_datasets([train, dev]), test=corpus["test"])
+
+
+def objective(run: RunConfig, model: Tagger, train: Sentences, train_enc) -> Objective:
+    """The training loss: the gold tags, plus the teachers' marginals and a language model where configured."""
+    cfg = run.trainer
+    teachers = None
+    if cfg.teachers:
+        if model.cfg.context_tokens:
+            raise ConfigError("trainer.teachers: distillation reads sentences one by one; set model.context_tokens=0")
+        members = []
+        for i, uri in enumerate(cfg.teachers):
+            try:
+                members.append(model_uri.load(uri, run.tracking.uri))
+            except model_uri.ModelError as err:
+                raise ConfigError(f"trainer.teachers[{i}]={uri!r}: {err}") from None
+        try:
+            teacher = Averaged(members)
+            teachers = teacher_targets(teacher, train.tokens, model.featurizer.labels.itos, cfg.eval_batch_size)
+        except ValueError as err:
+            raise ConfigError(f"trainer.teachers: {err}") from None
+        print(f"distilling {len(members)} teachers' marginals (weight {cfg.teacher_weight})", flush=True)
+    lm = language_model(model, train_enc, cfg.lm_vocab) if cfg.lm_weight else None
+    return Objective(model, teachers, cfg.teacher_weight, lm, cfg.lm_weight)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """One run: returns the final metrics (dev and test), also logged to MLflow."""
     run = RunConfig.of(cfg)  # every value checked before any data is read or a run is created
@@ -141,6 +181,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "dataset": Path(data_cfg.path).name,
         "git_commit": store.git_commit(),
         "dataset_fingerprint": data_report.get("fingerprint", ""),
+        "train_with_dev": str(trainer_cfg.train_with_dev).lower(),  # such runs have no dev score: their own rows
     }
     params = store.flatten(OmegaConf.to_container(cfg, resolve=True))
     resume_id = checkpoint.find_resumable(tracking_cfg, trainer_cfg.resume, trainer_cfg.checkpoint_dir, params)
@@ -152,7 +193,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         print(f"  runs table (with `mlflow ui`, README): {store.runs_url(active.info.experiment_id)}", flush=True)
         ckpt = checkpoint.folder(trainer_cfg.checkpoint_dir, run_id) / "last.pt"
         mlflow.set_tag("checkpoint", str(ckpt))
-        dev_split = "validation" if "validation" in corpus else "train"
+        dev = None if trainer_cfg.train_with_dev else splits["validation" if "validation" in corpus else "train"]
+        loss = objective(run, model, splits["train"], train_enc)
         metric_log = backlog.MetricLog()
 
         def on_epoch(res: EpochResult) -> None:
@@ -168,12 +210,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
             result = fit(
                 model,
                 train_enc,
-                splits[dev_split],
+                dev,
                 trainer_cfg,
                 run.seed,
                 on_epoch=on_epoch,
                 checkpoint_path=ckpt,
                 should_stop=STOP.is_set,
+                objective=loss,
             )
         except Stop as stop:  # the command to continue, with this run's id
             raise Stop(f"{stop}; resume with trainer.resume={run_id}") from None
@@ -255,6 +298,8 @@ def _data_summary(data_report: dict) -> str:
             f"  {split}: {st['sentences']} sentences, {st['tokens']} tokens, {st['entities']} entities ({types}),"
             f" {st['invalid_sequences_repaired']} invalid sequences repaired{vec}"
         )
+    if "train_with_dev" in data_report:
+        lines.append(f"  training on train + validation: {data_report['train_with_dev']} sentences, no dev score")
     for split, limit in data_report.get("limited", {}).items():
         lines.append(f"  {split}: using the first {limit} sentences only (data.max_*_samples)")
     if data_report.get("labels_only_in_eval"):
@@ -282,7 +327,7 @@ def _evaluate(model: Tagger, splits: dict[str, Sentences], run: RunConfig) -> di
             mlflow.log_artifact(str(image))
     store.log_texts(found.files)
     print("\n" + found.files["scores.md"], flush=True)
-    if run.evaluation.calibrate:
+    if run.evaluation.calibrate and "validation" in splits:
         print(f"entity scores calibrated on dev: temperature {found.temperature:.3f}", flush=True)
     return found.metrics
 
@@ -290,11 +335,12 @@ def _evaluate(model: Tagger, splits: dict[str, Sentences], run: RunConfig) -> di
 def _description(final: dict[str, float]) -> str:
     """The run's description, the first thing its MLflow page shows under the tags: the headline scores."""
     nan = float("nan")
-    text = (
-        f"**test F1 {final.get('test_f1', nan):.2f}** (strict {final.get('test_f1_strict', nan):.2f})"
-        f" · dev F1 {final.get('best_dev_f1', nan):.2f} · best epoch {final['best_epoch']} of {final['epochs']}"
-    )
-    if "test_ece" in final:
+    text = f"**test F1 {final.get('test_f1', nan):.2f}** (strict {final.get('test_f1_strict', nan):.2f})"
+    if "best_dev_f1" in final:
+        text += f" · dev F1 {final['best_dev_f1']:.2f} · best epoch {final['best_epoch']} of {final['epochs']}"
+    else:
+        text += f" · trained on train + dev for {final['epochs']} epochs (no dev score; the last epoch is the model)"
+    if "test_ece" in final and "temperature" in final:
         text += (
             f" · entity scores calibrated on dev (temperature {final.get('temperature', nan):.2f}): test ECE"
             f" {final['test_ece_uncalibrated']:.2f}% → {final['test_ece']:.2f}%"

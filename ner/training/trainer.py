@@ -15,7 +15,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from ner.evaluation import metrics
 from ner.model.engine import Engine
 from ner.model.tagger import Tagger
 from ner.training import checkpoint
+from ner.training.objectives import Objective
 
 
 @dataclass
@@ -53,6 +54,11 @@ class TrainerConfig:
     resume: str | None = None  # continue an interrupted run: its MLflow run id, or "last"
     checkpoint_dir: str | None = None  # where per-epoch checkpoints go (None = ./mlruns/checkpoints)
     keep_checkpoint: bool = False  # keep the checkpoint after a run finishes (it is always kept on failure)
+    train_with_dev: bool = False  # train on train + dev for the fixed schedule above: no dev score, no early stop
+    teachers: list[str] = field(default_factory=list)  # distil: model URIs whose averaged marginals it also learns
+    teacher_weight: float = 0.5  # share of the teachers' marginals in the targets (the rest: the gold tags)
+    lm_weight: float = 0.0  # co-train a language model on the recurrent states, this much of the loss (0 = off)
+    lm_vocab: int = 10000  # words the language model predicts (the most frequent training words; others: 1 class)
 
     def __post_init__(self) -> None:
         config.choice("trainer.optimizer", self.optimizer, ("sgd", "adam"))
@@ -67,6 +73,15 @@ class TrainerConfig:
         if not 0.0 < self.anneal_factor <= 1.0:
             raise config.ConfigError(f"trainer.anneal_factor={self.anneal_factor} must be in (0, 1]")
         config.device("trainer.device", self.device)
+        if not 0.0 < self.teacher_weight <= 1.0:
+            raise config.ConfigError(f"trainer.teacher_weight={self.teacher_weight} must be in (0, 1]")
+        config.at_least("trainer.lm_weight", self.lm_weight, 0)
+        config.at_least("trainer.lm_vocab", self.lm_vocab, 1)
+        if self.train_with_dev and (self.patience or self.anneal_patience):
+            raise config.ConfigError(
+                "trainer.train_with_dev=true leaves no dev set to stop or anneal on: set trainer.patience=0 and "
+                "trainer.anneal_patience=0, and fix the schedule with trainer.max_epochs (experiment=train_with_dev)"
+            )
 
 
 @dataclass
@@ -93,12 +108,13 @@ class Stop(KeyboardInterrupt):
     """Raised between batches when a stop was requested (SIGINT / SIGTERM): the run ends as KILLED."""
 
 
-def make_optimizer(model: Tagger, cfg: TrainerConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainerConfig) -> torch.optim.Optimizer:
+    params = list(params)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     # fused: one kernel per parameter instead of several passes (the step over the word embeddings is not small)
     return torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=cfg.device == "cpu"
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=cfg.device == "cpu"
     )
 
 
@@ -111,9 +127,11 @@ class Loop:
     seed: int
     result: FitResult = field(default_factory=FitResult)
     epoch: int = 0
+    objective: Objective | None = None  # the loss; None: the tagger's own loss of the gold tags
 
     def __post_init__(self) -> None:
-        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.objective = self.objective or Objective(self.model)
+        self.optimizer = make_optimizer(self.objective.trainable(), self.cfg)
         decay = self.cfg.lr_decay
         self.lr_scale = 1.0  # lowered by plateau annealing
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: self.lr_scale / (1.0 + decay * e))
@@ -140,6 +158,7 @@ class Loop:
             "best_state": self.result.best_state,
             "history": [asdict(h) for h in self.result.history],
             "seconds": self.result.seconds,
+            "objective": self.objective.extra_state(),
         }
 
     def restore(self, state: dict) -> None:
@@ -148,6 +167,7 @@ class Loop:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.lr_scale = state.get("lr_scale", 1.0)
+        self.objective.load_extra_state(state.get("objective"))
         if self.average and state.get("average"):
             torch._foreach_copy_(self.average.weights, state["average"])
         self.rng.setstate(state["rng"]["loop"])
@@ -195,14 +215,16 @@ class Average:
 def fit(
     model: Tagger,
     train: Encoded,
-    dev: Sentences,
+    dev: Sentences | None,
     cfg: TrainerConfig,
     seed: int,
     on_epoch: Callable[[EpochResult], None] | None = None,
     checkpoint_path: Path | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    objective: Objective | None = None,
 ) -> FitResult:
-    """Train until max_epochs, patience or the time budget; return the best-on-dev weights loaded in `model`.
+    """Train until max_epochs, patience or the time budget; return the best-on-dev weights loaded in `model`, or
+    with no `dev` (train + dev in training) the last epoch's, a schedule fixed in advance.
 
     With `checkpoint_path`, the full state is saved after every epoch, and an existing checkpoint there is
     resumed from: the continued run replays the same batches and dropout masks as an uninterrupted one. The run's
@@ -210,7 +232,7 @@ def fit(
     """
     device = torch.device(cfg.device)
     model.to(device)
-    loop = Loop(model, cfg, seed)
+    loop = Loop(model, cfg, seed, objective=objective)
     if checkpoint_path is not None:  # one process per run: a second one is refused, naming this one
         checkpoint.hold(checkpoint_path.parent, f"checkpoint {checkpoint_path}")
     if checkpoint_path is not None and checkpoint_path.is_file():
@@ -230,7 +252,8 @@ def fit(
             checkpoint.save(checkpoint_path, loop.state())
         stopped = _stop_reason(loop, cfg, started)
     result.stopped = stopped
-    model.load_state_dict(result.best_state)
+    if dev is not None:
+        model.load_state_dict(result.best_state)
     return result
 
 
@@ -239,23 +262,32 @@ def _run_epoch(loop: Loop, train: Encoded, dev: Sentences, engine: Engine, devic
     cfg, result, epoch = loop.cfg, loop.result, loop.epoch
     after_step = loop.average.update if loop.average else None
     loss, tps = train_epoch(
-        loop.model, train, loop.optimizer, cfg, loop.rng, device, epoch, should_stop, after_step=after_step
+        loop.model, train, loop.optimizer, cfg, loop.rng, device, epoch, should_stop, after_step, loop.objective
     )
     lr = loop.optimizer.param_groups[0]["lr"]
-    with loop.average.swapped_in() if loop.average else contextlib.nullcontext():
-        dev_scores = metrics.score(dev.gold, engine.predict(dev.tokens, dev.documents))
-        if dev_scores["f1"] > result.best_dev_f1:
-            result.best_epoch, result.best_dev_f1 = epoch, dev_scores["f1"]
-            result.best_state = copy.deepcopy(loop.model.state_dict())
+    dev_scores: dict[str, float] = {}
+    if dev is None:  # train + dev: nothing to select on; the last epoch is the model
+        result.best_epoch = epoch
+    else:
+        with loop.average.swapped_in() if loop.average else contextlib.nullcontext():
+            dev_scores = metrics.score(dev.gold, engine.predict(dev.tokens, dev.documents))
+            if dev_scores["f1"] > result.best_dev_f1:
+                result.best_epoch, result.best_dev_f1 = epoch, dev_scores["f1"]
+                result.best_state = copy.deepcopy(loop.model.state_dict())
     loop.anneal()
     loop.schedule.step()
     res = EpochResult(epoch, loss, tps, lr, dev_scores, time.perf_counter() - t0)
     result.history.append(res)
+    dev_line = (
+        "no dev (trained on it)"
+        if dev is None
+        else (
+            f"dev P {dev_scores['precision']:.2f}  R {dev_scores['recall']:.2f}  F1 {dev_scores['f1']:.2f}  (best "
+            f"{result.best_dev_f1:.2f} @ {result.best_epoch})"
+        )
+    )
     print(
-        f"epoch {epoch:3d}  loss {loss:8.4f}  {tps:7.0f} tok/s  lr {lr:.4g}  dev P {dev_scores['precision']:.2f}"
-        f"  R {dev_scores['recall']:.2f}  F1 {dev_scores['f1']:.2f}  (best {result.best_dev_f1:.2f} @ "
-        f"{result.best_epoch})  {res.seconds:.0f}s",
-        flush=True,
+        f"epoch {epoch:3d}  loss {loss:8.4f}  {tps:7.0f} tok/s  lr {lr:.4g}  {dev_line}  {res.seconds:.0f}s", flush=True
     )
     return res
 
@@ -281,6 +313,7 @@ def train_epoch(
     epoch: int,
     should_stop: Callable[[], bool] = lambda: False,
     after_step: Callable[[], None] | None = None,
+    objective: Objective | None = None,
 ) -> tuple[float, float]:
     """One pass over shuffled length buckets; returns (mean loss per sentence, tokens per second).
 
@@ -295,7 +328,7 @@ def train_epoch(
     bar = tqdm(batches, desc=f"epoch {epoch}", disable=not (cfg.progress and sys.stderr.isatty()), leave=False)
     for step, index in enumerate(bar, start=1):
         batch = train.batch(index).to(device)
-        loss = model.loss(batch)
+        loss = model.loss(batch) if objective is None else objective(batch)
         value = loss.item()
         if not math.isfinite(value):
             raise FloatingPointError(
@@ -305,7 +338,8 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip, foreach=True)
+            params = model.parameters() if objective is None else objective.trainable()
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip, foreach=True)
         optimizer.step()
         if after_step is not None:
             after_step()
