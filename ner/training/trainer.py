@@ -58,7 +58,7 @@ class TrainerConfig:
     teachers: list[str] = field(default_factory=list)  # distil: model URIs whose averaged marginals it also learns
     teacher_weight: float = 0.5  # share of the teachers' marginals in the targets (the rest: the gold tags)
     lm_weight: float = 0.0  # co-train a language model on the recurrent states, this much of the loss (0 = off)
-    lm_vocab: int = 10000  # words the language model predicts (the most frequent training words; others: 1 class)
+    lm_vocab: int = 3000  # words the language model predicts (the most frequent training words; others: 1 class)
 
     def __post_init__(self) -> None:
         config.choice("trainer.optimizer", self.optimizer, ("sgd", "adam"))
