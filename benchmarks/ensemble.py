@@ -82,7 +82,11 @@ def report(rows: list[dict], info: dict, command: str) -> str:
             f"| {r['all']['test']:.2f} | {r['all']['validation']:.2f} |"
         )
     anchors = ", ".join(f"{k} {v:.2f}" for k, v in ANCHORS.items())
-    lines += ["", f"Targets for one model: best ≥ {TARGETS['best']}, mean ≥ {TARGETS['mean']}. Anchors: {anchors}."]
+    lines += [
+        "",
+        f"Targets for one model (mean of 3 seeds): ≥ {TARGETS['train']} trained on train, ≥ "
+        f"{TARGETS['train + dev']} on train + dev. Anchors: {anchors}.",
+    ]
     return "\n".join(lines)
 
 

@@ -29,8 +29,11 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install --quiet -c "$ROOT/constraints.txt" "flair[word-embeddings]==$FLAIR_VERSION"
+# seqeval: benchmarks/flair_accuracy.py scores Flair's predictions with the seqeval call our project scores with
+# (Flair 0.15 does not depend on it); 1.2.2 is the release .venv has.
+"$VENV/bin/pip" install --quiet -c "$ROOT/constraints.txt" "seqeval==1.2.2"
 "$VENV/bin/python" - <<'EOF'
-import flair, gensim, torch
+import flair, gensim, seqeval, torch
 print(f"flair {flair.__version__}, gensim {gensim.__version__}, torch {torch.__version__} in {__import__('sys').prefix}")
 assert torch.__version__.startswith("2.13.0"), "torch is not the pinned 2.13.0: was constraints.txt applied?"
 EOF
