@@ -37,6 +37,7 @@ from ner.tracking import store
 from ner.training.sweep import fmt, mean_std
 
 ANCHORS = {"Lample et al. 2016": 90.94, "Ma & Hovy 2016": 91.21, "NCRF++ (Yang & Zhang 2018)": 91.35}
+WNUT_BEST = 41.86  # Derczynski et al. 2017, the shared task's best system (entity F1)
 TARGETS = {"train": 91.0, "train + dev": 91.35, "minutes": 30.0}  # mean test F1 over 3 seeds (issue #19)
 COLUMNS = ("test_f1", "test_f1_strict", "best_dev_f1", "epochs", "best_epoch", "train_minutes")
 
@@ -65,6 +66,12 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--experiment", default="accuracy", help="MLflow experiment of the training runs")
     ap.add_argument("--tracking-uri", help="MLflow store (default: the project store, mlruns/mlflow.db)")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument(
+        "--section",
+        default="accuracy:Accuracy",
+        metavar="MARKER:TITLE",
+        help="the docs/benchmarks.md section to write (its markers, its heading), e.g. to keep an older table",
+    )
     ap.add_argument(
         "--from-store",
         action="store_true",
@@ -212,6 +219,8 @@ def report(jobs: list[Job], info: dict, command: str, note: str = "") -> tuple[s
     head += [f"- {name}: {differences(jobs, name)}" for name in dict.fromkeys(j.config for j in jobs)]
     anchors = ", ".join(f"{k} {v:.2f}" for k, v in ANCHORS.items())
     head += ["", f"Published anchors (CoNLL-2003 test, entity F1): {anchors}."]
+    if any(dataset(j) == "wnut17" for j in jobs):
+        head.append(f"WNUT-17 (test, entity F1): the 2017 shared task's best system {WNUT_BEST:.2f}.")
     head += verdicts(jobs, summary)
     return "\n".join(head), summary
 
@@ -278,7 +287,8 @@ def main() -> None:
     params["runs"] = " ".join(j.run_id for j in jobs)
     harness.log_run("accuracy", args.tracking_uri, params, summary, section)
     if not args.no_docs:
-        harness.write_section("accuracy", "## Accuracy\n\n" + section)
+        marker, _, title = args.section.partition(":")
+        harness.write_section(marker, f"## {title or marker}\n\n" + section)
 
 
 def train_all(args: argparse.Namespace) -> list[Job]:

@@ -271,3 +271,5 @@ def test_a_run_is_named_by_what_sets_it_apart_from_the_defaults():
     assert run_name(ModelConfig(), 1, ["data=wnut17", "trainer.threads=2", "data.path=/a/b/mydata"]) == (
         "bilstm-crf wnut17 path=mydata s1"
     )
+    teachers = "trainer.teachers=[runs:/a1/model,runs:/b2/model]"  # distillation: how many teachers, not their ids
+    assert run_name(ModelConfig(), 3, ["experiment=distill", teachers]) == "bilstm-crf distill teachers=2 s3"

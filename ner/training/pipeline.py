@@ -57,6 +57,8 @@ def run_name(model: ModelConfig, seed: int, overrides: list[str] = ()) -> str:
         key, _, value = override.lstrip("+~").partition("=")
         if key.startswith(NOT_IN_NAMES):
             continue
+        if key == "trainer.teachers":  # model URIs: how many, not which
+            value = str(len([t for t in value.strip("[]").split(",") if t.strip()]))
         value = Path(value).name if "/" in value else value
         parts.append(value if "." not in key else f"{key.rsplit('.', 1)[-1]}={value}")
     return f"{parts[0]}-s{seed}" if len(parts) == 1 else " ".join([*parts, f"s{seed}"])[:250]
