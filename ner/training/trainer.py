@@ -34,8 +34,8 @@ from ner.training.objectives import Objective
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 50  # upper bound on epochs
-    patience: int = 8  # stop after this many epochs without a better dev F1 (0 = never stop early)
+    max_epochs: int = 100  # upper bound on epochs
+    patience: int = 0  # stop after this many epochs without a better dev F1 (0 = never stop early)
     max_minutes: float = 0.0  # wall-clock budget for training; 0 = none
     optimizer: str = "sgd"  # sgd (with momentum, as in the papers) | adam
     lr: float = 0.015  # initial learning rate
