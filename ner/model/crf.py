@@ -111,11 +111,7 @@ class CRF(nn.Module):
         each transition per sentence, by the scaled forward-backward of `LogPartition` (float64 where float32
         under- or overflows): the targets a student learns in distillation (`soft_nll`)."""
         scores = emissions.float().masked_fill(~mask.unsqueeze(2), 0.0), *self._scores()
-        forward = _Forward(mask, *scores)
-        betas = forward.betas() if forward.ok else None
-        if betas is None or not bool(torch.isfinite(betas).all()):
-            forward = _Forward(mask, *(x.double() for x in scores))
-            betas = forward.betas()
+        forward, betas = _forward_backward(mask, scores)
         keep = mask.unsqueeze(2).to(betas.dtype)
         unary = forward.alphas * betas * keep
         after = forward.probs[:, 1:] * betas[:, 1:] / forward.norms[:, 1:, None] * keep[:, 1:]  # (B, T-1, K)
@@ -135,11 +131,7 @@ class CRF(nn.Module):
         """
         start, end, trans = (x / temperature for x in self._scores())
         scores = emissions.float().masked_fill(~mask.unsqueeze(2), 0.0) / temperature, start, end, trans
-        forward = _Forward(mask, *scores)
-        betas = forward.betas() if forward.ok else None
-        if betas is None or not bool(torch.isfinite(betas).all()):
-            forward = _Forward(mask, *(x.double() for x in scores))
-            betas = forward.betas()
+        forward, betas = _forward_backward(mask, scores)
         return _span_probs(forward, betas, spans).clamp(0.0, 1.0).float()
 
     def _path_score(self, emissions, tags, mask, start, end, trans) -> torch.Tensor:
@@ -317,6 +309,16 @@ class _Forward:
             prev = ((steps[t] * betas[-1]) @ exp_trans_t) / self.norms[:, t : t + 1]
             betas.append(prev if t < self.shortest else torch.where(keep[t], prev, last))
         return torch.stack(betas[::-1], dim=1)
+
+
+def _forward_backward(mask: torch.Tensor, scores: tuple) -> tuple[_Forward, torch.Tensor]:
+    """Both recursions of the scaled forward-backward, redone in float64 where float32 under- or overflows."""
+    forward = _Forward(mask, *scores)
+    betas = forward.betas() if forward.ok else None
+    if betas is None or not bool(torch.isfinite(betas).all()):
+        forward = _Forward(mask, *(x.double() for x in scores))
+        betas = forward.betas()
+    return forward, betas
 
 
 def _exp(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
