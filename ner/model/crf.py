@@ -3,6 +3,9 @@
 Both the forward algorithm and Viterbi loop over time steps only; every step is one batched tensor operation, so a
 batch of 256 sentences costs the same Python overhead as one. Transitions that the tag scheme forbids (O -> I-PER,
 B-LOC -> I-PER, ...) are masked out in training and decoding alike, so the model can never emit them.
+
+A little past 300 lines: the log-likelihood's hand-written gradient, the span scores and the distillation targets
+are all read off one scaled forward-backward (`_Forward`), so they live beside it.
 """
 
 from __future__ import annotations
