@@ -101,6 +101,17 @@ class Sentences:
         return cls(ds["tokens"], tag_strings(ds), ds["document"])
 
 
+def with_dev(corpus: datasets.DatasetDict) -> datasets.DatasetDict:
+    """Train and dev as one training split (their documents kept apart), and no dev split: what
+    `trainer.train_with_dev` trains on (Flair's train_with_dev; Chiu & Nichols 2016)."""
+    if "validation" not in corpus:
+        raise config.ConfigError("trainer.train_with_dev=true, but the data has no dev split to add to training")
+    train, dev = corpus["train"], corpus["validation"]
+    shift = max(train["document"], default=-1) + 1
+    dev = dev.map(lambda row: {"document": row["document"] + shift}, load_from_cache_file=False)
+    return datasets.DatasetDict(train=datasets.concatenate_datasets([train, dev]), test=corpus["test"])
+
+
 def _files(folder: Path) -> dict[str, Path]:
     found = {}
     for split, names in SPLIT_FILES.items():

@@ -16,14 +16,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+from ner import config
 from ner.data.batching import Batch, Encoded
+from ner.data.corpus import Sentences
 from ner.model.engine import Engine
+from ner.model.ensemble import Averaged
 from ner.model.tagger import Tagger
+from ner.tracking import model_uri
+
+if TYPE_CHECKING:
+    from ner.training.trainer import TrainerConfig
 
 
 @dataclass
@@ -155,3 +163,27 @@ def language_model(model: Tagger, train: Encoded, vocab: int) -> LanguageModel:
     word_ids = train.form_word[torch.tensor([f for sent in train.forms for f in sent])]
     directions = 2 if model.cfg.bidirectional else 1
     return LanguageModel(model.cfg.hidden_size, directions, word_ids, vocab)
+
+
+def build(
+    cfg: TrainerConfig, tracking_uri: str | None, model: Tagger, train: Sentences, train_enc: Encoded
+) -> Objective:
+    """The training loss: the gold tags, plus the teachers' marginals and a language model where configured."""
+    teachers = None
+    if cfg.teachers:
+        if model.cfg.context_tokens:
+            raise config.ConfigError("trainer.teachers: distillation reads sentences alone: set model.context_tokens=0")
+        members = []
+        for i, uri in enumerate(cfg.teachers):
+            try:
+                members.append(model_uri.load(uri, tracking_uri))
+            except model_uri.ModelError as err:
+                raise config.ConfigError(f"trainer.teachers[{i}]={uri!r}: {err}") from None
+        try:
+            teacher = Averaged(members)
+            teachers = teacher_targets(teacher, train.tokens, model.featurizer.labels.itos, cfg.eval_batch_size)
+        except ValueError as err:
+            raise config.ConfigError(f"trainer.teachers: {err}") from None
+        print(f"distilling {len(members)} teachers' marginals (weight {cfg.teacher_weight})", flush=True)
+    lm = language_model(model, train_enc, cfg.lm_vocab) if cfg.lm_weight else None
+    return Objective(model, teachers, cfg.teacher_weight, lm, cfg.lm_weight)

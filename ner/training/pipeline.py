@@ -16,7 +16,6 @@ import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import datasets
 import mlflow
 import numpy as np
 import torch
@@ -25,15 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 from ner.config import ConfigError, checked
 from ner.data import schemes
 from ner.data.batching import Featurizer
-from ner.data.corpus import DataConfig, Sentences, load_corpus
+from ner.data.corpus import DataConfig, Sentences, load_corpus, with_dev
 from ner.data.vocab import EmbeddingsConfig, Vocab, build_word_vocab, coverage, init_embeddings, read_vectors
 from ner.evaluation.assess import EvaluationConfig, assess
 from ner.model.engine import Engine
-from ner.model.ensemble import Averaged
 from ner.model.tagger import ModelConfig, Tagger
-from ner.tracking import backlog, model_uri, store
-from ner.training import checkpoint, gradients
-from ner.training.objectives import Objective, language_model, teacher_targets
+from ner.tracking import backlog, store
+from ner.training import checkpoint, gradients, objectives
 from ner.training.trainer import EpochResult, Stop, TrainerConfig, fit
 
 
@@ -130,40 +127,6 @@ def build(cfg: DictConfig | RunConfig):
     return data_cfg, corpus, data_report, featurizer, model
 
 
-def with_dev(corpus: datasets.DatasetDict) -> datasets.DatasetDict:
-    """Train and dev as one training split (their documents kept apart), and no dev split: what
-    `trainer.train_with_dev` trains on (Flair's train_with_dev; Chiu & Nichols 2016)."""
-    if "validation" not in corpus:
-        raise ConfigError("trainer.train_with_dev=true, but the data has no dev split to add to training")
-    train, dev = corpus["train"], corpus["validation"]
-    shift = max(train["document"], default=-1) + 1
-    dev = dev.map(lambda row: {"document": row["document"] + shift}, load_from_cache_file=False)
-    return datasets.DatasetDict(train=datasets.concatenate_datasets([train, dev]), test=corpus["test"])
-
-
-def objective(run: RunConfig, model: Tagger, train: Sentences, train_enc) -> Objective:
-    """The training loss: the gold tags, plus the teachers' marginals and a language model where configured."""
-    cfg = run.trainer
-    teachers = None
-    if cfg.teachers:
-        if model.cfg.context_tokens:
-            raise ConfigError("trainer.teachers: distillation reads sentences one by one; set model.context_tokens=0")
-        members = []
-        for i, uri in enumerate(cfg.teachers):
-            try:
-                members.append(model_uri.load(uri, run.tracking.uri))
-            except model_uri.ModelError as err:
-                raise ConfigError(f"trainer.teachers[{i}]={uri!r}: {err}") from None
-        try:
-            teacher = Averaged(members)
-            teachers = teacher_targets(teacher, train.tokens, model.featurizer.labels.itos, cfg.eval_batch_size)
-        except ValueError as err:
-            raise ConfigError(f"trainer.teachers: {err}") from None
-        print(f"distilling {len(members)} teachers' marginals (weight {cfg.teacher_weight})", flush=True)
-    lm = language_model(model, train_enc, cfg.lm_vocab) if cfg.lm_weight else None
-    return Objective(model, teachers, cfg.teacher_weight, lm, cfg.lm_weight)
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """One run: returns the final metrics (dev and test), also logged to MLflow."""
     run = RunConfig.of(cfg)  # every value checked before any data is read or a run is created
@@ -196,7 +159,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ckpt = checkpoint.folder(trainer_cfg.checkpoint_dir, run_id) / "last.pt"
         mlflow.set_tag("checkpoint", str(ckpt))
         dev = None if trainer_cfg.train_with_dev else splits["validation" if "validation" in corpus else "train"]
-        loss = objective(run, model, splits["train"], train_enc)
+        loss = objectives.build(trainer_cfg, tracking_cfg.uri, model, splits["train"], train_enc)
         metric_log = backlog.MetricLog()
 
         def on_epoch(res: EpochResult) -> None:
