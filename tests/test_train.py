@@ -236,7 +236,7 @@ def test_help_shows_every_knob_with_its_comment_and_only_the_app_s_own_config():
     train = subprocess.run([sys.executable, "-m", "ner.train", "--help"], capture_output=True, text=True, timeout=120)
     assert train.returncode == 0, train.stderr
     assert "lr: 0.015  # initial learning rate" in train.stdout  # conf/trainer/default.yaml, comment and all
-    assert "experiment=<full_budget|lample2016|ma_hovy2016|smoke>" in train.stdout
+    assert "experiment=<distill|full_budget|lample2016|ma_hovy2016|smoke|train_with_dev>" in train.stdout
     assert "tag: tag" not in train.stdout and "conf/tag" not in train.stdout
     tag = subprocess.run([sys.executable, "-m", "ner.tag", "--help"], capture_output=True, text=True, timeout=120)
     assert tag.returncode == 0, tag.stderr
