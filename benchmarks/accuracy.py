@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import re
 import shlex
@@ -82,6 +83,12 @@ def parse() -> argparse.Namespace:
         "--include-stopped",
         action="store_true",
         help="with --from-store: also show runs stopped by hand (dev F1 so far, no test F1; not in the means)",
+    )
+    ap.add_argument(
+        "--flair",
+        type=Path,
+        metavar="RESULT.json",
+        help="add the peer's row: the JSON that `.venv-flair/bin/python benchmarks/flair_accuracy.py --out` wrote",
     )
     ap.add_argument("--note", default="", help="a sentence for the docs section, e.g. how stored runs were trained")
     ap.add_argument(
@@ -176,7 +183,9 @@ def fetch_metrics(jobs: list[Job]) -> None:
                     job.metrics.update(best_dev_f1=best.value, best_epoch=best.step, epochs=len(history))
 
 
-def report(jobs: list[Job], info: dict, command: str, note: str = "") -> tuple[str, dict[str, float]]:
+def report(
+    jobs: list[Job], info: dict, command: str, note: str = "", flair: dict | None = None
+) -> tuple[str, dict[str, float]]:
     """The Markdown section: machine and command, every run, mean ± std per config, anchors and targets."""
     head = [
         f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores), torch {info['torch']}, "
@@ -215,6 +224,17 @@ def report(jobs: list[Job], info: dict, command: str, note: str = "") -> tuple[s
         cells = " | ".join(fmt(*stats[c]) if c != "best_dev_f1" or "best_dev_f1" in done[0] else "(trained on it)"
                            for c in ("test_f1", "test_f1_strict", "best_dev_f1"))  # fmt: skip
         head.append(f"| {name} | {where} | {len(done)} | {cells} | {best:.2f} |")
+    if flair:  # the peer, trained by its own ModelTrainer recipe for the same budget, scored by the same seqeval call
+        head.append(
+            f"| Flair {flair['flair']} SequenceTagger | conll2003 | train | 1 | {flair['test_f1']:.2f} | | "
+            f"{flair['dev_f1']:.2f} | {flair['test_f1']:.2f} |"
+        )
+        head += [
+            "",
+            f"Flair: `benchmarks/flair_accuracy.py` (its docstring says what differs from ours), seed {flair['seed']}, "
+            f"{flair['threads']} thread, {flair['epochs']} epochs (best on dev: {flair['best_epoch']}) in "
+            f"{flair['train_minutes']:.1f} min, stopped by: {flair['stop_reason']}.",
+        ]
     head += ["", "How each config differs from the default of conf/ at this commit (from the runs' logged params):", ""]
     head += [f"- {name}: {differences(jobs, name)}" for name in dict.fromkeys(j.config for j in jobs)]
     anchors = ", ".join(f"{k} {v:.2f}" for k, v in ANCHORS.items())
@@ -281,7 +301,8 @@ def main() -> None:
         fetch_metrics(jobs)
     else:
         jobs = train_all(args)
-    section, summary = report(jobs, info, command, args.note)
+    flair = json.loads(args.flair.read_text()) if args.flair else None
+    section, summary = report(jobs, info, command, args.note, flair)
     print("\n" + section)
     params = {**info, "seeds": args.seeds, "parallel": args.parallel, "threads": args.threads}
     params["runs"] = " ".join(j.run_id for j in jobs)
