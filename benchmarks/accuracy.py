@@ -315,6 +315,7 @@ def main() -> None:
 def train_all(args: argparse.Namespace) -> list[Job]:
     with tempfile.TemporaryDirectory(prefix="bench-accuracy-") as tmp:
         logs = Path(os.environ.get("BENCH_LOG_DIR", tmp))
+        logs.mkdir(parents=True, exist_ok=True)  # BENCH_LOG_DIR may name a folder not made yet
         jobs = plan(args, logs)
         with ThreadPoolExecutor(max_workers=args.parallel) as pool:
             jobs = list(pool.map(lambda j: run(j, args), jobs))

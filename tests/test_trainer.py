@@ -68,7 +68,10 @@ def test_a_checkpoint_carries_the_schedule_scale_and_the_average():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("bad", [{"ema_decay": 1.0}, {"anneal_factor": 0.0}, {"anneal_patience": -1}])
+@pytest.mark.parametrize(
+    "bad", [{"ema_decay": 1.0}, {"anneal_factor": 0.0}, {"anneal_patience": -1}, {"swa_from": -1},
+            {"ema_decay": 0.99, "swa_from": 3}]
+)  # fmt: skip
 def test_out_of_range_schedule_settings_are_refused(bad):
     with pytest.raises(ValueError, match="trainer"):
         TrainerConfig(**bad)
@@ -241,3 +244,32 @@ def test_a_truncated_checkpoint_is_one_line_saying_what_to_do_and_the_run_is_lef
     assert "\n" not in str(err.value)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert client.get_run(run_id).info.status == "FINISHED"  # not turned FAILED by a resume that could not start
+
+
+def test_swa_makes_the_model_the_mean_of_the_weights_at_the_ends_of_the_epochs_it_averages(tmp_path):
+    """Train + dev (no dev to select on), 4 epochs averaged from the 2nd: the model is the mean of the raw weights
+    after epochs 2, 3 and 4, and the weights trained on from the raw ones (epoch 1 is outside the mean)."""
+    model, train, _, cfg, seed = tiny_fit(tmp_path, "trainer.max_epochs=4", "trainer.swa_from=2")
+    ends = {}
+
+    def snapshot(res):  # on_epoch runs with the model's own (raw) weights in place
+        ends[res.epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    fit(model, train, None, cfg, seed, on_epoch=snapshot)
+    assert sorted(ends) == [1, 2, 3, 4]
+    for name, value in model.state_dict().items():
+        mean = sum(ends[e][name].double() for e in (2, 3, 4)) / 3
+        torch.testing.assert_close(value.double(), mean, rtol=1e-5, atol=1e-6)
+    moved = [k for k, v in ends[4].items() if v.is_floating_point() and not torch.equal(v, ends[3][k])]
+    assert moved, "training moved no weight between epochs 3 and 4: the mean would pass trivially"
+
+
+def test_with_swa_dev_is_scored_on_the_average_from_its_first_epoch_on(tmp_path, monkeypatch):
+    """The kept best state is the average: dev peaks at epoch 3 of 3 (scripted), averaged from epoch 2, so the
+    model is the mean of the weights after epochs 2 and 3, not epoch 3's own."""
+    script_dev_f1(monkeypatch, [10.0, 20.0, 30.0])
+    model, train, dev, cfg, seed = tiny_fit(tmp_path, "trainer.max_epochs=3", "trainer.swa_from=2")
+    ends = {}
+    fit(model, train, dev, cfg, seed, on_epoch=lambda r: ends.update({r.epoch: copy.deepcopy(model.state_dict())}))
+    name = next(k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, ends[3][k]))
+    torch.testing.assert_close(model.state_dict()[name], (ends[2][name] + ends[3][name]) / 2)

@@ -44,6 +44,7 @@ class TrainerConfig:
     anneal_patience: int = 0  # also multiply the lr by anneal_factor after N epochs without a better dev F1 (0 = off)
     anneal_factor: float = 0.5  # see anneal_patience
     ema_decay: float = 0.0  # evaluate and keep an exponential moving average of the weights, e.g. 0.999 (0 = off)
+    swa_from: int = 0  # evaluate and keep the mean of the weights at the end of every epoch from this one on (0 = off)
     weight_decay: float = 0.0  # L2 penalty
     clip: float = 5.0  # gradient norm clipping; 0 = off
     batch_size: int = 10  # sequences per training batch: sentences, or runs of them (model.context_tokens)
@@ -64,12 +65,15 @@ class TrainerConfig:
         config.choice("trainer.optimizer", self.optimizer, ("sgd", "adam"))
         for key, low in (("max_epochs", 1), ("batch_size", 1), ("eval_batch_size", 1)):
             config.at_least(f"trainer.{key}", getattr(self, key), low)
-        for key in ("patience", "max_minutes", "lr_decay", "anneal_patience", "weight_decay", "clip", "threads"):
+        nonnegative = ("patience", "max_minutes", "lr_decay", "anneal_patience", "weight_decay", "clip", "threads")
+        for key in (*nonnegative, "swa_from"):
             config.at_least(f"trainer.{key}", getattr(self, key), 0)
         if not self.lr > 0:
             raise config.ConfigError(f"trainer.lr={self.lr} must be > 0")
         if not 0.0 <= self.momentum < 1.0 or not 0.0 <= self.ema_decay < 1.0:
             raise config.ConfigError("trainer.momentum and trainer.ema_decay must be in [0, 1)")
+        if self.ema_decay and self.swa_from:
+            raise config.ConfigError("trainer.ema_decay and trainer.swa_from are two ways to average: set one to 0")
         if not 0.0 < self.anneal_factor <= 1.0:
             raise config.ConfigError(f"trainer.anneal_factor={self.anneal_factor} must be in (0, 1]")
         config.device("trainer.device", self.device)
@@ -136,7 +140,18 @@ class Loop:
         self.lr_scale = 1.0  # lowered by plateau annealing
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: self.lr_scale / (1.0 + decay * e))
         self.rng = random.Random(self.seed)
-        self.average = Average(self.model, self.cfg.ema_decay) if self.cfg.ema_decay else None
+        averaged = self.cfg.ema_decay or self.cfg.swa_from
+        self.average = Average(self.model, self.cfg.ema_decay) if averaged else None
+
+    def averaging(self) -> bool:
+        """Whether dev is scored (and the model kept) with the averaged weights after this epoch."""
+        return self.average is not None and (not self.cfg.swa_from or self.epoch >= self.cfg.swa_from)
+
+    def end_epoch(self) -> None:
+        """SWA (Izmailov et al. 2018): the average becomes the mean of the weights at the ends of epochs swa_from
+        to this one (the mean of n is a lerp by 1/n, so nothing but the mean itself is kept or checkpointed)."""
+        if self.cfg.swa_from and self.epoch >= self.cfg.swa_from:
+            self.average.update(1.0 / (self.epoch - self.cfg.swa_from + 1))
 
     def anneal(self) -> None:
         """Plateau annealing (as Flair's trainer does): a smaller step once dev F1 stops improving."""
@@ -183,7 +198,8 @@ class Loop:
 
 
 class Average:
-    """An exponential moving average of the trainable weights (Polyak averaging), updated after every step.
+    """An average of the trainable weights: exponential after every step (Polyak averaging, `ema_decay`), or the
+    plain mean of epoch ends (SWA, `swa_from`; `Loop.end_epoch`).
 
     Late in training SGD keeps hopping around a minimum; the average sits nearer its centre, so dev F1 is read,
     and the best model kept, with the averaged weights swapped in (`swapped_in`).
@@ -196,8 +212,14 @@ class Average:
         self.weights = [p.clone() for p in self.params]
 
     @torch.no_grad()
-    def update(self) -> None:
-        torch._foreach_lerp_(self.weights, self.params, 1.0 - self.decay)
+    def update(self, weight: float | None = None) -> None:
+        """Move the average `weight` of the way to the current weights (default: 1 - decay)."""
+        torch._foreach_lerp_(self.weights, self.params, 1.0 - self.decay if weight is None else weight)
+
+    @torch.no_grad()
+    def copy_in(self) -> None:
+        """Make the averaged weights the model's own."""
+        torch._foreach_copy_(self.params, self.weights)
 
     @contextlib.contextmanager
     def swapped_in(self):
@@ -254,22 +276,25 @@ def fit(
     result.stopped = stopped
     if dev is not None:
         model.load_state_dict(result.best_state)
+    elif loop.averaging():  # train + dev: the last epoch's average is the model, as dev would have scored it
+        loop.average.copy_in()
     return result
 
 
 def _run_epoch(loop: Loop, train: Encoded, dev: Sentences, engine: Engine, device, should_stop) -> EpochResult:
     t0 = time.perf_counter()
     cfg, result, epoch = loop.cfg, loop.result, loop.epoch
-    after_step = loop.average.update if loop.average else None
+    after_step = loop.average.update if loop.average and cfg.ema_decay else None
     loss, tps = train_epoch(
         loop.model, train, loop.optimizer, cfg, loop.rng, device, epoch, should_stop, after_step, loop.objective
     )
     lr = loop.optimizer.param_groups[0]["lr"]
+    loop.end_epoch()
     dev_scores: dict[str, float] = {}
     if dev is None:  # train + dev: nothing to select on; the last epoch is the model
         result.best_epoch = epoch
     else:
-        with loop.average.swapped_in() if loop.average else contextlib.nullcontext():
+        with loop.average.swapped_in() if loop.averaging() else contextlib.nullcontext():
             dev_scores = metrics.score(dev.gold, engine.predict(dev.tokens, dev.documents))
             if dev_scores["f1"] > result.best_dev_f1:
                 result.best_epoch, result.best_dev_f1 = epoch, dev_scores["f1"]
