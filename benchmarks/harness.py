@@ -10,6 +10,8 @@ input, `ner.tag` in a child process (also against an older commit), the MLflow r
   `add_tag_args`, `default_model`: the model and input options of the tagging benchmarks;
 - `run_tag`: `ner.tagging.pipeline.tag` on the composed `conf/tag` config in a child process
   (benchmarks/tag_child.py), its summary read back as JSON: data, never a printed line;
+- `one_core_tagging`, `alternate`: the CPU-time benchmarks' input and settings, and variants of them tagged in
+  turn, timed in CPU seconds (benchmarks.scores, benchmarks.model_speed);
 - `worktree`, `compare`: the same child against another commit's code (a `git worktree`), old and new rounds in
   turn, best of each kept, tokens/s and the new/old ratio printed;
 - `log_run`: one run of MLflow experiment `benchmarks` (the store: --tracking-uri, else MLFLOW_TRACKING_URI, else
@@ -32,6 +34,7 @@ import platform
 import random
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -474,6 +477,48 @@ def run_tag(overrides: Sequence[str], code: Path = ROOT, cpu_time: bool = False,
         raise RuntimeError(f"the tagging child imported ner from {result['ner_file']}, not from {code}")
     result["process_seconds"] = wall
     return result
+
+
+def one_core_tagging(folder: Path, args: argparse.Namespace, model: str) -> tuple[int, dict]:
+    """The CPU-time benchmarks' input, written in `folder` (`args.tokens` of `args.source`), and the settings
+    they tag it with: `model`, one article per line, one core (`threads=1 workers=0`). Returns (tokens, settings)."""
+    source = folder / "news.txt"
+    tokens = write_input(source, args.tokens, args.source)
+    print(f"input: {source.stat().st_size / 2**20:.1f} MiB, {tokens:,} CoNLL tokens, model {model}", flush=True)
+    base = {"model": model, "tracking_uri": store_uri(args.tracking_uri), "input": str(source)}
+    base.update({"one_per_line": True, "threads": 1, "workers": 0, "output": str(folder / "out.jsonl")})
+    return tokens, base
+
+
+def run_of(model: str) -> str:
+    """'run 2d1f818a' for runs:/2d1f818a.../model; anything else as given, without this machine's folders."""
+    return f"run {model.split('/')[1][:8]}" if model.startswith("runs:/") else f"`{Path(model).name}`"
+
+
+def machine_line() -> str:
+    m = machine()
+    return f"{m['cpu']} ({m['cores']} cores), torch {m['torch']}, {m['date']}"
+
+
+def alternate(variants: dict[str, dict], rounds: int, tokens: int) -> dict[str, list[dict]]:
+    """`run_tag` with each variant's settings in turn, `rounds` times, timed in CPU seconds of the child's main
+    thread (model load left out): taking turns spreads whatever else the machine does over every variant alike.
+
+    Per variant, one row a round: `cpu` (seconds in tag()), `scores` (of which entity scores), `per_s` (tokens
+    per CPU-second)."""
+    out: dict[str, list[dict]] = {name: [] for name in variants}
+    for round_ in range(rounds):
+        for name, values in variants.items():
+            stages = run_tag(settings(values), cpu_time=True)["stage_seconds"]
+            cpu = sum(v for k, v in stages.items() if k != "load")
+            out[name].append({"cpu": cpu, "scores": stages.get("scores", 0.0), "per_s": tokens / cpu})
+            print(f"round {round_ + 1} {name}: {tokens / cpu:,.0f} tokens per CPU-second", flush=True)
+    return out
+
+
+def median_row(rows: list[dict]) -> dict:
+    """The median of each column of `alternate`'s rows."""
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
 def tag_defaults(code: Path = ROOT) -> dict:
