@@ -21,7 +21,7 @@ from benchmarks import harness
 def main() -> None:
     parser = harness.parser("scores", __doc__)
     harness.add_tag_args(parser, tokens=1_000_000)
-    parser.add_argument("--rounds", type=int, default=5, help="runs of each setting, alternating (best kept)")
+    parser.add_argument("--rounds", type=int, default=5, help="runs of each setting, alternating (medians kept)")
     args = parser.parse_args()
     model = harness.absolute_model(args.model or harness.default_model(args.tracking_uri))
     with tempfile.TemporaryDirectory(prefix="bench-scores-") as tmp:
