@@ -65,6 +65,23 @@ def test_marginals_equal_brute_force_enumeration(constrained):
         assert torch.allclose(pairs[b], want_pairs, atol=1e-5)
 
 
+def test_a_teachers_temperature_divides_every_score_and_softens_its_marginals():
+    crf = random_crf(0, constrained=False)
+    emissions, mask = padded_batch([3, 1, 2])
+    hot, _ = crf.marginals(emissions, mask, temperature=1.0)
+    soft, soft_pairs = crf.marginals(emissions, mask, temperature=2.0)
+    with torch.no_grad():
+        for param in crf.parameters():
+            param.div_(2.0)
+    want, want_pairs = crf.marginals(emissions / 2.0, mask)
+    assert torch.allclose(soft, want, atol=1e-6) and torch.allclose(soft_pairs, want_pairs, atol=1e-6)
+
+    def entropy(p):
+        return -(p[mask] * p[mask].clamp_min(1e-12).log()).sum()
+
+    assert entropy(soft) > entropy(hot)
+
+
 def test_soft_nll_of_the_gold_path_is_the_nll():
     crf = random_crf(1)
     emissions, mask = padded_batch([4, 2, 3], seed=2)
@@ -149,7 +166,10 @@ def test_a_student_learns_from_a_teachers_marginals(tmp_path, trained_run):
     run_id, uri, _ = trained_run
     teacher = model_uri.load(f"runs:/{run_id}/model", uri)
     teacher.save(tmp_path / "teacher")
-    final = train(compose_train(tmp_path, f"trainer.teachers=[{tmp_path / 'teacher'}]", "trainer.teacher_weight=0.7"))
+    teachers = f"trainer.teachers=[{tmp_path / 'teacher'}]"
+    final = train(compose_train(tmp_path, teachers, "trainer.teacher_weight=0.7", "trainer.teacher_temperature=2"))
     assert final["test_f1"] >= 0
+    with pytest.raises(ConfigError, match=r"trainer.teacher_temperature=0"):
+        train(compose_train(tmp_path, teachers, "trainer.teacher_temperature=0"))
     with pytest.raises(ConfigError, match=r"trainer.teachers\[0\]"):
         train(compose_train(tmp_path, f"trainer.teachers=[{tmp_path / 'missing'}]"))

@@ -109,11 +109,16 @@ class CRF(nn.Module):
         return self._log_partition(emissions, mask, start, end, trans) - expected
 
     @torch.no_grad()
-    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def marginals(
+        self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(unary (B, T, K), pairs (B, K, K)): P(tag k at t), 0 past a sentence's end, and the expected count of
         each transition per sentence, by the scaled forward-backward of `LogPartition` (float64 where float32
-        under- or overflows): the targets a student learns in distillation (`soft_nll`)."""
+        under- or overflows): the targets a student learns in distillation (`soft_nll`). With `temperature` > 1
+        every score is divided by it first: a softer distribution, as a teacher is on sentences it never saw."""
         scores = emissions.float().masked_fill(~mask.unsqueeze(2), 0.0), *self._scores()
+        if temperature != 1.0:
+            scores = tuple(x / temperature for x in scores)
         forward, betas = _forward_backward(mask, scores)
         keep = mask.unsqueeze(2).to(betas.dtype)
         unary = forward.alphas * betas * keep

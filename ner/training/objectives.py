@@ -51,9 +51,11 @@ class TeacherTargets:
         return unary, self.pairs[list(index)]
 
 
-def teacher_targets(teacher, sentences: Sequence[list[str]], labels: list[str], batch_size: int = 512):
-    """Marginals of `teacher` (a `Tagger` or an `Averaged` ensemble of them) on `sentences`, reordered to
-    `labels`, the student's tags; a `ValueError` when the two tag sets differ."""
+def teacher_targets(
+    teacher, sentences: Sequence[list[str]], labels: list[str], batch_size: int = 512, temperature: float = 1.0
+):
+    """Marginals of `teacher` (a `Tagger` or an `Averaged` ensemble of them) on `sentences` at `temperature`,
+    reordered to `labels`, the student's tags; a `ValueError` when the two tag sets differ."""
     own = teacher.featurizer.labels.itos
     if sorted(own) != sorted(labels):
         raise ValueError(f"the teachers' tags {own} are not the student's {labels} (same data.train_scheme?)")
@@ -65,7 +67,7 @@ def teacher_targets(teacher, sentences: Sequence[list[str]], labels: list[str], 
     unary, pairs = torch.zeros(int(offsets[-1]), k), torch.zeros(len(sentences), k, k)
     chain = teacher.chain
     for positions, emissions, mask in Engine(teacher, batch_size=batch_size).emissions(sentences):
-        u, p = chain.marginals(emissions, mask)
+        u, p = chain.marginals(emissions, mask, temperature)
         firsts = np.concatenate([[0], np.cumsum(mask.sum(1).numpy())[:-1]])
         unary[torch.from_numpy(positions)] = u[mask][:, order]
         pairs[torch.from_numpy(sentence_of[positions[firsts]])] = p[:, order][:, :, order]
@@ -181,9 +183,14 @@ def build(
                 raise config.ConfigError(f"trainer.teachers[{i}]={uri!r}: {err}") from None
         try:
             teacher = Averaged(members)
-            teachers = teacher_targets(teacher, train.tokens, model.featurizer.labels.itos, cfg.eval_batch_size)
+            labels = model.featurizer.labels.itos
+            teachers = teacher_targets(teacher, train.tokens, labels, cfg.eval_batch_size, cfg.teacher_temperature)
         except ValueError as err:
             raise config.ConfigError(f"trainer.teachers: {err}") from None
-        print(f"distilling {len(members)} teachers' marginals (weight {cfg.teacher_weight})", flush=True)
+        print(
+            f"distilling {len(members)} teachers' marginals "
+            f"(weight {cfg.teacher_weight}, temperature {cfg.teacher_temperature})",
+            flush=True,
+        )
     lm = language_model(model, train_enc, cfg.lm_vocab) if cfg.lm_weight else None
     return Objective(model, teachers, cfg.teacher_weight, lm, cfg.lm_weight)

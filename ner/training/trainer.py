@@ -58,6 +58,7 @@ class TrainerConfig:
     train_with_dev: bool = False  # train on train + dev for the fixed schedule above: no dev score, no early stop
     teachers: list[str] = field(default_factory=list)  # distil: model URIs whose averaged marginals it also learns
     teacher_weight: float = 0.5  # share of the teachers' marginals in the targets (the rest: the gold tags)
+    teacher_temperature: float = 1.0  # teachers' scores divided by it: softer marginals on their own training text
     lm_weight: float = 0.0  # co-train a language model on the recurrent states, this much of the loss (0 = off)
     lm_vocab: int = 3000  # words the language model predicts (the most frequent training words; others: 1 class)
 
@@ -79,6 +80,8 @@ class TrainerConfig:
         config.device("trainer.device", self.device)
         if not 0.0 < self.teacher_weight <= 1.0:
             raise config.ConfigError(f"trainer.teacher_weight={self.teacher_weight} must be in (0, 1]")
+        if not self.teacher_temperature > 0.0:
+            raise config.ConfigError(f"trainer.teacher_temperature={self.teacher_temperature} must be above 0")
         config.at_least("trainer.lm_weight", self.lm_weight, 0)
         config.at_least("trainer.lm_vocab", self.lm_vocab, 1)
         if self.train_with_dev and (self.patience or self.anneal_patience):
