@@ -7,7 +7,9 @@ A teacher that has fitted the training set gives near-one-hot marginals there: t
 beyond the gold tags it already has. Dividing the teachers' scores by a temperature softens those marginals; this
 prints the mean per-token entropy of the averaged teachers' marginals (`ner.training.objectives.teacher_targets`,
 the very targets a student learns) on dev at temperature 1, and on a sample of the training sentences over a grid
-of temperatures, then the temperature at which the training sentences' entropy equals dev's (bisection on log T).
+of temperatures, then the temperature at which the training sentences' entropy equals dev's (bisection on log T),
+both dev as the teachers score it and at their calibrated temperature (fitted on dev, saved with each model): how
+unsure they are on unseen text, and how unsure they should be.
 Trains nothing; a few minutes on one thread.
 """
 
@@ -58,11 +60,11 @@ def matching(teacher, tokens: list[list[str]], want: float, low: float, high: fl
 def main() -> None:
     args = parse()
     torch.set_num_threads(args.threads)
+    uri = harness.connect(args.tracking_uri, args.experiment)
     configs = args.configs.split(",")
     jobs = [j for j in stored_jobs(args.experiment, {}) if j.config in configs]
     if not jobs:
         raise SystemExit(f"no finished runs named <config>-s<seed> for {args.configs} in experiment {args.experiment}")
-    uri = harness.connect(args.tracking_uri, args.experiment)
     teacher = Averaged(load_members(jobs, uri))
     corpus, _ = load_corpus(DataConfig(path=args.data))
     train = Sentences.of(corpus["train"]).tokens
@@ -70,21 +72,26 @@ def main() -> None:
     dev = Sentences.of(corpus["validation"]).tokens
     names = ", ".join(f"{j.config}-s{j.seed} ({j.run_id[:8]})" for j in jobs)
     print(f"teachers: {names}; {len(sample)} training sentences, {len(dev)} dev sentences")
-    dev_h, dev_top = entropy(teacher, dev, 1.0)
+    calibrated = sum(m.temperature for m in teacher.members) / len(teacher.members)
+    devs = {
+        "dev": (1.0, *entropy(teacher, dev, 1.0)),
+        "dev, calibrated": (calibrated, *entropy(teacher, dev, calibrated)),
+    }
     print("| sentences | temperature | entropy per token (nats) | mean top-tag probability |")
     print("|---|---:|---:|---:|")
-    print(f"| dev | 1.0 | {dev_h:.4f} | {dev_top:.4f} |")
+    for name, (t, h, top) in devs.items():
+        print(f"| {name} | {t:.2f} | {h:.4f} | {top:.4f} |")
     rows = [(t, *entropy(teacher, sample, t)) for t in GRID]
     for t, h, top in rows:
-        print(f"| train sample | {t:.1f} | {h:.4f} | {top:.4f} |")
-    above = [t for t, h, _ in rows if h >= dev_h]
-    if not above:
-        print(f"even temperature {GRID[-1]} leaves the training sentences surer than dev")
-        return
-    high = above[0]
-    low = max([t for t, h, _ in rows if h < dev_h], default=high)
-    t = high if low == high else matching(teacher, sample, dev_h, low, high)
-    print(f"temperature at which the training sentences are as unsure as dev: {t:.2f}")
+        print(f"| train sample | {t:.2f} | {h:.4f} | {top:.4f} |")
+    for name, (_, want, _) in devs.items():
+        above = [t for t, h, _ in rows if h >= want]
+        if not above:
+            print(f"{name}: even temperature {GRID[-1]} leaves the training sentences surer")
+            continue
+        low = max([t for t, h, _ in rows if h < want], default=above[0])
+        t = above[0] if low == above[0] else matching(teacher, sample, want, low, above[0])
+        print(f"temperature at which the training sentences are as unsure as {name}: {t:.2f}")
 
 
 if __name__ == "__main__":
