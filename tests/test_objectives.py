@@ -173,3 +173,16 @@ def test_a_student_learns_from_a_teachers_marginals(tmp_path, trained_run):
         train(compose_train(tmp_path, teachers, "trainer.teacher_temperature=0"))
     with pytest.raises(ConfigError, match=r"trainer.teachers\[0\]"):
         train(compose_train(tmp_path, f"trainer.teachers=[{tmp_path / 'missing'}]"))
+
+
+def test_the_matched_temperature_makes_the_teachers_as_unsure_as_asked(trained_run):
+    from benchmarks.teacher_temperature import entropy, matching
+
+    run_id, uri, _ = trained_run
+    teacher = model_uri.load(f"runs:/{run_id}/model", uri).eval()
+    sentences = [["John", "lives", "in", "Berlin"], ["Paris", "is", "big"], ["EU", "rejects", "German", "call"]]
+    cold, warm = entropy(teacher, sentences, 1.0)[0], entropy(teacher, sentences, 4.0)[0]
+    assert cold < warm
+    want = (cold + warm) / 2
+    t = matching(teacher, sentences, want, 1.0, 4.0, steps=20)
+    assert 1.0 < t < 4.0 and abs(entropy(teacher, sentences, t)[0] - want) < 1e-3 * (warm - cold) + 1e-6
