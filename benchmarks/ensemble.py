@@ -34,11 +34,7 @@ from ner.training.sweep import fmt, mean_std
 
 def parse() -> argparse.Namespace:
     ap = harness.parser("ensemble", __doc__)
-    ap.add_argument("--configs", default="full-budget", help="comma-separated config names of stored runs")
-    ap.add_argument("--experiment", default="accuracy", help="MLflow experiment of the training runs")
-    ap.add_argument("--tracking-uri", help="MLflow store (default: the project store, mlruns/mlflow.db)")
-    ap.add_argument("--data", default=str(harness.CONLL), help="CoNLL-2003 folder")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    harness.add_stored_runs_args(ap, "comma-separated config names of stored runs")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     return ap.parse_args()
 

@@ -342,6 +342,15 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc.splitlines()[0])
 
 
+def add_stored_runs_args(parser: argparse.ArgumentParser, configs_help: str) -> None:
+    """The options of the benchmarks that load the models of stored `benchmarks.accuracy` runs."""
+    parser.add_argument("--configs", default="full-budget", help=configs_help)
+    parser.add_argument("--experiment", default="accuracy", help="MLflow experiment of the training runs")
+    parser.add_argument("--tracking-uri", help="MLflow store (default: the project store, mlruns/mlflow.db)")
+    parser.add_argument("--data", default=str(CONLL), help="CoNLL-2003 folder")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+
+
 def add_tag_args(parser: argparse.ArgumentParser, tokens: int = 2_000_000) -> None:
     """The model and input options of the tagging benchmarks."""
     parser.add_argument("--model", help="model URI or folder (default: best:ner, else the newest run with a model)")

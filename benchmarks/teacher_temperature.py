@@ -32,12 +32,8 @@ GRID = (1.0, 1.5, 2.0, 3.0, 4.0)
 
 def parse():
     ap = harness.parser("teacher_temperature", __doc__)
-    ap.add_argument("--configs", default="full-budget", help="comma-separated config names of the teachers' runs")
-    ap.add_argument("--experiment", default="accuracy", help="MLflow experiment of the training runs")
-    ap.add_argument("--tracking-uri", help="MLflow store (default: the project store, mlruns/mlflow.db)")
-    ap.add_argument("--data", default=str(harness.CONLL), help="CoNLL-2003 folder")
+    harness.add_stored_runs_args(ap, "comma-separated config names of the teachers' runs")
     ap.add_argument("--sample", type=int, default=3000, help="training sentences to measure on (random, seed 1)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     return ap.parse_args()
 
 
