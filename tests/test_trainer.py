@@ -39,6 +39,30 @@ def test_annealing_is_off_by_default_and_the_inverse_decay_still_applies():
     assert loop.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 / (1 + 0.5 * 4))
 
 
+def test_a_linear_schedule_reaches_lr_over_n_in_the_last_of_n_epochs():
+    loop = Loop(torch.nn.Linear(3, 2), TrainerConfig(lr=0.1, lr_schedule="linear", max_epochs=4), seed=0)
+    lrs = [loop.optimizer.param_groups[0]["lr"]]
+    for epoch in range(1, 4):
+        loop.epoch = epoch
+        loop.optimizer.step()  # no gradients: a no-op, in the order torch expects
+        loop.schedule.step()
+        lrs.append(loop.optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.1, 0.075, 0.05, 0.025])
+
+
+def test_the_time_budget_moves_the_end_of_a_linear_schedule_to_the_last_epoch_that_fits():
+    cfg = TrainerConfig(lr=0.1, lr_schedule="linear", max_epochs=100, max_minutes=1)
+    assert trainer.epochs_that_fit(cfg, done=2, elapsed=30.0) == 4  # 15 s an epoch, 60 s in all
+    assert trainer.epochs_that_fit(cfg, done=1, elapsed=0.5) == 100  # max_epochs comes first
+    assert trainer.epochs_that_fit(cfg, done=1, elapsed=90.0) == 1  # over budget: the run ends with this epoch
+    loop = Loop(torch.nn.Linear(3, 2), cfg, seed=0)
+    for epoch in range(1, 4):  # as fit does after each epoch: the estimate first, then the step
+        loop.epoch, loop.last_epoch = epoch, trainer.epochs_that_fit(cfg, done=epoch, elapsed=15.0 * epoch)
+        loop.optimizer.step()
+        loop.schedule.step()
+    assert loop.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 / 4)  # the 4th epoch, the last that fits
+
+
 def test_the_average_follows_the_weights_and_is_only_swapped_in_inside_the_block():
     model = torch.nn.Linear(3, 2)
     start = [p.detach().clone() for p in model.parameters()]
@@ -70,7 +94,7 @@ def test_a_checkpoint_carries_the_schedule_scale_and_the_average():
 
 @pytest.mark.parametrize(
     "bad", [{"ema_decay": 1.0}, {"anneal_factor": 0.0}, {"anneal_patience": -1}, {"swa_from": -1},
-            {"ema_decay": 0.99, "swa_from": 3}]
+            {"ema_decay": 0.99, "swa_from": 3}, {"lr_schedule": "cosine"}]
 )  # fmt: skip
 def test_out_of_range_schedule_settings_are_refused(bad):
     with pytest.raises(ValueError, match="trainer"):

@@ -40,7 +40,8 @@ class TrainerConfig:
     optimizer: str = "sgd"  # sgd (with momentum, as in the papers) | adam
     lr: float = 0.015  # initial learning rate
     momentum: float = 0.9  # SGD momentum
-    lr_decay: float = 0.05  # lr at epoch e = lr / (1 + lr_decay * e)
+    lr_schedule: str = "inverse"  # inverse: lr / (1 + lr_decay * e) | linear: down to lr / n at the run's last epoch n
+    lr_decay: float = 0.05  # lr at epoch e = lr / (1 + lr_decay * e) (lr_schedule=inverse)
     anneal_patience: int = 0  # also multiply the lr by anneal_factor after N epochs without a better dev F1 (0 = off)
     anneal_factor: float = 0.5  # see anneal_patience
     ema_decay: float = 0.0  # evaluate and keep an exponential moving average of the weights, e.g. 0.999 (0 = off)
@@ -64,6 +65,7 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         config.choice("trainer.optimizer", self.optimizer, ("sgd", "adam"))
+        config.choice("trainer.lr_schedule", self.lr_schedule, ("inverse", "linear"))
         for key, low in (("max_epochs", 1), ("batch_size", 1), ("eval_batch_size", 1)):
             config.at_least(f"trainer.{key}", getattr(self, key), low)
         nonnegative = ("patience", "max_minutes", "lr_decay", "anneal_patience", "weight_decay", "clip", "threads")
@@ -139,12 +141,22 @@ class Loop:
     def __post_init__(self) -> None:
         self.objective = self.objective or Objective(self.model)
         self.optimizer = make_optimizer(self.objective.trainable(), self.cfg)
-        decay = self.cfg.lr_decay
         self.lr_scale = 1.0  # lowered by plateau annealing
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: self.lr_scale / (1.0 + decay * e))
+        self.last_epoch = self.cfg.max_epochs  # where a linear schedule ends: re-estimated after each epoch (fit)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda done: self.lr_factor(done))
         self.rng = random.Random(self.seed)
         averaged = self.cfg.ema_decay or self.cfg.swa_from
         self.average = Average(self.model, self.cfg.ema_decay) if averaged else None
+
+    def lr_factor(self, done: int) -> float:
+        """The lr multiplier of the epoch after `done` finished ones.
+
+        linear (budgeted training, Li et al. 2020): the lr reaches lr / n in the last epoch n, wherever the time
+        budget puts it, so a slow machine's run ends annealed instead of cut off mid-schedule at a high lr.
+        """
+        if self.cfg.lr_schedule == "linear":
+            return self.lr_scale * max(self.last_epoch - done, 1) / self.last_epoch
+        return self.lr_scale / (1.0 + self.cfg.lr_decay * done)
 
     def averaging(self) -> bool:
         """Whether dev is scored (and the model kept) with the averaged weights after this epoch."""
@@ -266,11 +278,16 @@ def fit(
     result = loop.result
     engine = Engine(model, batch_size=cfg.eval_batch_size, device=device)  # reads the weights as they train
     started = time.perf_counter() - result.seconds
+    if cfg.lr_schedule == "linear":
+        budget = f", or sooner the last one the {cfg.max_minutes:g}-minute budget allows" if cfg.max_minutes else ""
+        print(f"lr schedule: linear, down to lr / n in the last epoch n (epoch {cfg.max_epochs}{budget})", flush=True)
     stopped = _stop_reason(loop, cfg, started) if loop.epoch else None
     while stopped is None:
         loop.epoch += 1
         res = _run_epoch(loop, train, dev, engine, device, should_stop)
         result.seconds = time.perf_counter() - started
+        loop.last_epoch = epochs_that_fit(cfg, loop.epoch, result.seconds)
+        loop.schedule.step()
         if on_epoch:  # before the checkpoint: a kill in between replays this epoch and logs the same values again
             on_epoch(res)
         if checkpoint_path is not None:
@@ -303,7 +320,6 @@ def _run_epoch(loop: Loop, train: Encoded, dev: Sentences, engine: Engine, devic
                 result.best_epoch, result.best_dev_f1 = epoch, dev_scores["f1"]
                 result.best_state = copy.deepcopy(loop.model.state_dict())
     loop.anneal()
-    loop.schedule.step()
     res = EpochResult(epoch, loss, tps, lr, dev_scores, time.perf_counter() - t0)
     result.history.append(res)
     dev_line = (
@@ -320,13 +336,20 @@ def _run_epoch(loop: Loop, train: Encoded, dev: Sentences, engine: Engine, devic
     return res
 
 
+def epochs_that_fit(cfg: TrainerConfig, done: int, elapsed: float) -> int:
+    """The epoch a run will end at: max_epochs, or the last whole epoch the time budget holds at the mean epoch
+    time so far (`done` epochs in `elapsed` seconds). The run stops there, and a linear lr schedule ends there."""
+    if not cfg.max_minutes or not done or elapsed <= 0:
+        return cfg.max_epochs
+    return max(1, min(cfg.max_epochs, math.floor(60 * cfg.max_minutes / (elapsed / done))))
+
+
 def _stop_reason(loop: Loop, cfg: TrainerConfig, started: float) -> str | None:
     if loop.epoch >= cfg.max_epochs:
         return "max_epochs"
     if cfg.patience and loop.epoch - loop.result.best_epoch >= cfg.patience:
         return "patience"
-    elapsed = time.perf_counter() - started
-    if cfg.max_minutes and elapsed + elapsed / loop.epoch > 60 * cfg.max_minutes:  # another epoch would overrun
+    if loop.epoch >= epochs_that_fit(cfg, loop.epoch, time.perf_counter() - started):  # another would overrun
         return "time budget"
     return None
 
