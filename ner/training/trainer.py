@@ -3,8 +3,9 @@
 It knows nothing of Hydra or MLflow: it takes plain dataclasses and reports each epoch to a callback, which is
 where `ner.train` plugs tracking in. That keeps it callable (and testable) on its own.
 
-A little past 300 lines: the config, the epoch loop and the resume state it checkpoints are one contract (a resumed
-run must reach the result of an uninterrupted one), so they stay side by side.
+Past 400 lines on purpose: the config, the lr schedule, the epoch loop and the resume state it checkpoints are one
+contract (a resumed run must reach the result of an uninterrupted one, the schedule ends where the loop stops), so
+they stay side by side.
 """
 
 from __future__ import annotations
