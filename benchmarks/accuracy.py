@@ -14,6 +14,9 @@ have ended, the table (per run, then mean ± sample std per config) is printed, 
 `--config NAME[:SEEDS]="overrides"` (repeatable) adds a config, e.g. an ablation, run on SEEDS (default: --seeds);
 `default` (no overrides) is always run, first, unless --no-default. Test F1 is entity-level, seqeval's default
 (conlleval-compatible) mode; "strict" is its strict mode. Not a test: 3 seeds take about an hour on 2 cores.
+
+A little past 300 lines: training the runs and rebuilding the table from the store (`--from-store`) share one row
+format, one report and one set of verdicts, so that a table is the same whichever way it was made.
 """
 
 from __future__ import annotations
